@@ -91,7 +91,9 @@ def attention_bias(allowed):
 def sinusoidal_embeddings(position_ids, output_dim):
     """Interleaved sinusoid table [..., n, d]: (sin(p t_i), cos(p t_i)) pairs, t_i = 10000^(-2i/d)."""
     if output_dim % 2:
-        raise ValueError(f"sinusoidal embeddings need an even size, received output_dim={output_dim}")
+        raise ValueError(
+            f"sinusoidal embeddings need an even size, received output_dim={output_dim}"
+        )
     theta = ops.power(10000.0, -2.0 * ops.arange(output_dim // 2, dtype="float32") / output_dim)
     angles = ops.cast(position_ids, "float32")[..., None] * theta  # [..., n, d/2]
     table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)  # [..., n, d/2, 2]

@@ -78,7 +78,9 @@ class PositionEmbedding(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if merge_mode not in ("add", "mul", "zero", "concat"):
-            raise ValueError(f"merge_mode must be add, mul, zero or concat, received {merge_mode!r}")
+            raise ValueError(
+                f"merge_mode must be add, mul, zero or concat, received {merge_mode!r}"
+            )
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.merge_mode = merge_mode
@@ -145,8 +147,10 @@ class PositionEmbedding(keras.layers.Layer):
 
 def _first_shape(input_shape):
     """The first shape of a list of input shapes, or the shape itself."""
-    if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
-        input_shape[0], (list, tuple)
+    if (
+        isinstance(input_shape, (list, tuple))
+        and input_shape
+        and isinstance(input_shape[0], (list, tuple))
     ):
         return input_shape[0]
     return input_shape
@@ -261,7 +265,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention_dropout = attention_dropout or 0.0
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.supports_masking = True
-        dense = dict(use_bias=use_bias, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy)
+        dense = dict(
+            use_bias=use_bias, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy
+        )
         self.q_dense = keras.layers.Dense(self.key_size * heads, name="q_dense", **dense)
         self.k_dense = keras.layers.Dense(self.key_size * heads, name="k_dense", **dense)
         self.v_dense = keras.layers.Dense(head_size * heads, name="v_dense", **dense)
@@ -378,11 +384,15 @@ class LayerNormalization(keras.layers.Layer):
         c_dim = c_shape[-1]
         if self.hidden_units:
             self.hidden_kernel = self.add_weight(
-                name="hidden_kernel", shape=(c_dim, self.hidden_units), initializer=self.hidden_initializer
+                name="hidden_kernel",
+                shape=(c_dim, self.hidden_units),
+                initializer=self.hidden_initializer,
             )
             c_dim = self.hidden_units
         if self.offset:
-            self.beta_kernel = self.add_weight(name="beta_kernel", shape=(c_dim, dim), initializer="zeros")
+            self.beta_kernel = self.add_weight(
+                name="beta_kernel", shape=(c_dim, dim), initializer="zeros"
+            )
         if self.scale:
             self.gamma_kernel = self.add_weight(
                 name="gamma_kernel", shape=(c_dim, dim), initializer="zeros"
@@ -449,8 +459,14 @@ class FeedForward(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        dense = dict(use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy)
-        self.i0_dense = keras.layers.Dense(self.units, activation=self.activation, name="i0_dense", **dense)
+        dense = dict(
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+        )
+        self.i0_dense = keras.layers.Dense(
+            self.units, activation=self.activation, name="i0_dense", **dense
+        )
         self.o_dense = keras.layers.Dense(input_shape[-1], name="o_dense", **dense)
         self.i0_dense.build(input_shape)
         self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
@@ -481,6 +497,23 @@ class BiasAdd(keras.layers.Layer):
 
     def call(self, inputs):
         return inputs + ops.cast(self.bias, inputs.dtype)
+
+
+@register
+class Add(keras.layers.Add):
+    """x_1 + x_2 + ...; the output mask is the AND of the masks that exist.
+
+    Keras' Add drops the mask when one input has none (e.g. the segment embedding).
+    """
+
+    def compute_mask(self, inputs, mask=None):
+        masks = [m for m in (mask or []) if m is not None]
+        if not masks:
+            return None
+        result = masks[0]
+        for m in masks[1:]:
+            result = ops.logical_and(result, m)
+        return result
 
 
 @register

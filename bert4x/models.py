@@ -10,6 +10,7 @@ import keras
 
 from bert4x.backend import get_activation
 from bert4x.layers import (
+    Add,
     AttentionBias,
     BiasAdd,
     Embedding,
@@ -162,7 +163,10 @@ class Transformer:
                 )
             bias_inputs = inputs[:2] if self.attention_mode == "unilm" else inputs[0]
             self.attention_bias = self.apply(
-                inputs=bias_inputs, layer=AttentionBias, mode=self.attention_mode, name="Attention-Bias"
+                inputs=bias_inputs,
+                layer=AttentionBias,
+                mode=self.attention_mode,
+                name="Attention-Bias",
             )
         return self.attention_bias
 
@@ -284,7 +288,7 @@ class BERT(Transformer):
                 embeddings_initializer=self.initializer,
                 name=name,
             )
-            x = self.apply(inputs=[x, s], layer=keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply(inputs=[x, s], layer=Add, name="Embedding-Token-Segment")
         return x
 
     def absolute_positions(self, x, inputs):
@@ -353,7 +357,7 @@ class BERT(Transformer):
             name=attention_name,
         )
         y = self.dropout(y, f"{attention_name}-Dropout")
-        x = self.apply(inputs=[x, y], layer=keras.layers.Add, name=f"{attention_name}-Add")
+        x = self.apply(inputs=[x, y], layer=Add, name=f"{attention_name}-Add")
         x = self.norm(x, f"{attention_name}-Norm")
         y = self.apply(
             inputs=x,
@@ -365,7 +369,7 @@ class BERT(Transformer):
             name=feed_forward_name,
         )
         y = self.dropout(y, f"{feed_forward_name}-Dropout")
-        x = self.apply(inputs=[x, y], layer=keras.layers.Add, name=f"{feed_forward_name}-Add")
+        x = self.apply(inputs=[x, y], layer=Add, name=f"{feed_forward_name}-Add")
         return self.norm(x, f"{feed_forward_name}-Norm")
 
     def apply_final_layers(self, x):
@@ -418,7 +422,9 @@ class BERT(Transformer):
 
     def tied_output(self, x):
         """x E_tok^T: logits over the vocabulary with the token embedding matrix."""
-        return self.apply(inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        return self.apply(
+            inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token"
+        )
 
     def output_activation(self, x, activation, name):
         """softmax (for True) or the named activation, in float32."""
@@ -480,7 +486,9 @@ class ALBERT(BERT):
             **attention_names(attention_name, f"{scope}/attention_1"),
             **norm_names(f"{attention_name}-Norm", f"{scope}/LayerNorm"),
             **dense_names(f"{feed_forward_name}/i0_dense", f"{scope}/ffn_1/intermediate/dense"),
-            **dense_names(f"{feed_forward_name}/o_dense", f"{scope}/ffn_1/intermediate/output/dense"),
+            **dense_names(
+                f"{feed_forward_name}/o_dense", f"{scope}/ffn_1/intermediate/output/dense"
+            ),
             **norm_names(f"{feed_forward_name}-Norm", f"{scope}/LayerNorm_1"),
         }
 
@@ -592,7 +600,10 @@ class RoFormer(BERT):
         return self.position_bias
 
     def attention_arguments(self, x):
-        return [x, x, x, self.attention_bias, self.position_bias], {"a_bias": True, "p_bias": "rotary"}
+        return [x, x, x, self.attention_bias, self.position_bias], {
+            "a_bias": True,
+            "p_bias": "rotary",
+        }
 
 
 class RoFormerV2(RoFormer):
