@@ -402,11 +402,11 @@ class LayerNormalization(keras.layers.Layer):
         """(W_g c', W_b c') broadcast to x's rank, float32."""
         c = ops.cast(c, "float32")
         if self.hidden_units:
-            c = self.hidden_activation(ops.matmul(c, self.hidden_kernel))
+            c = self.hidden_activation(ops.matmul(c, ops.cast(self.hidden_kernel, "float32")))
         for _ in range(rank - 2):
             c = ops.expand_dims(c, 1)
-        gamma = ops.matmul(c, self.gamma_kernel) if self.scale else 0.0
-        beta = ops.matmul(c, self.beta_kernel) if self.offset else 0.0
+        gamma = ops.matmul(c, ops.cast(self.gamma_kernel, "float32")) if self.scale else 0.0
+        beta = ops.matmul(c, ops.cast(self.beta_kernel, "float32")) if self.offset else 0.0
         return gamma, beta
 
     def call(self, inputs):
@@ -416,8 +416,8 @@ class LayerNormalization(keras.layers.Layer):
             x32 = x32 - ops.mean(x32, axis=-1, keepdims=True)
         if self.unit_variance:
             x32 = x32 * ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + self.epsilon)
-        gamma = self.gamma if self.scale else 1.0
-        beta = self.beta if self.offset else 0.0
+        gamma = ops.cast(self.gamma, "float32") if self.scale else 1.0
+        beta = ops.cast(self.beta, "float32") if self.offset else 0.0
         if self.conditional:
             d_gamma, d_beta = self.condition_deltas(c, len(x.shape))
             gamma, beta = gamma + d_gamma, beta + d_beta

@@ -97,7 +97,8 @@ class Transformer:
     ):
         """Create `self.model`; `layer_norm_cond` (tensor or int size) makes every LN conditional."""
         inputs = self.get_inputs()
-        extra = list(additional_input_layers or [])
+        extra = additional_input_layers if additional_input_layers is not None else []
+        extra = list(extra) if isinstance(extra, (list, tuple)) else [extra]
         if isinstance(layer_norm_cond, int):
             layer_norm_cond = self.apply(
                 layer=keras.Input, shape=(layer_norm_cond,), name="Input-LayerNorm-Condition"

@@ -168,7 +168,7 @@ def test_no_segment_input_when_segment_vocab_size_is_zero(tmp_path):
     token_ids, _ = random_batch(np.random.default_rng(7))
     assert len(keras_model.inputs) == 1
     np.testing.assert_allclose(
-        np.asarray(keras_model(token_ids)),
+        np.asarray(keras_model([token_ids])),
         ref.forward("bert", config, variables, token_ids, with_mlm=True)["mlm"],
         atol=1e-5,
     )

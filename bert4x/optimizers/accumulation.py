@@ -96,7 +96,7 @@ def extend_with_gradient_accumulation(base):
             if self.grad_accum_mode != "buffer":
                 return gradient
             accumulator = self._grad_accumulators[index]
-            total = ops.add(accumulator, gradient)
+            total = ops.add(ops.convert_to_tensor(accumulator), gradient)
             reset = ops.where(self._update_gate(), ops.zeros_like(total), total)
             self._write_state(accumulator, reset, gated=False)
             return total / self.grad_accum_steps

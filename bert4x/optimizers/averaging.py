@@ -14,10 +14,9 @@ def extend_with_lookahead(base):
         """After every k-th update: φ ← φ + α(θ' − φ), θ' ← φ (k, α = `steps_per_slow_update`,
         `slow_step_size`).
 
-        φ starts as a copy of θ when the optimizer is built, as in the paper (bert4keras
-        started φ at zero, which scaled the weights by α at the first sync). So after k
-        updates θ = θ_0 + α(θ_k^fast − θ_0). Build the optimizer after loading pretrained
-        weights (`model.fit` does).
+        φ starts as θ_0, the weights at the first update, as in the paper (bert4keras started
+        φ at zero, which scaled the weights by α at the first sync). So after k updates
+        θ = θ_0 + α(θ_k^fast − θ_0).
         """
 
         def __init__(self, *args, steps_per_slow_update=5, slow_step_size=0.5, **kwargs):
@@ -34,16 +33,15 @@ def extend_with_lookahead(base):
                 return
             super().build(var_list)
             self._slow_weights = self.add_optimizer_variables(var_list, "slow")
-            for slow, variable in zip(self._slow_weights, var_list, strict=True):
-                if slow is not None:
-                    slow.assign(variable.value)
 
         def _transform_update(self, step, old, new):
             new = super()._transform_update(step, old, new)
-            slow = self._slow_weights[step.index]
+            slow_weight = self._slow_weights[step.index]
+            first = ops.equal(self.iterations, 0)
+            slow = ops.where(first, old, ops.convert_to_tensor(slow_weight))  # φ_0 = θ_0
             sync = ops.equal(ops.mod(self.iterations + 1, self.steps_per_slow_update), 0)
             synced = slow + self.slow_step_size * (new - slow)
-            self._write_state(slow, ops.where(sync, synced, slow))
+            self._write_state(slow_weight, ops.where(sync, synced, slow))
             return ops.where(sync, synced, new)
 
         def get_config(self):
@@ -92,7 +90,8 @@ def extend_with_exponential_moving_average(base):
         def _observe_update(self, step, new):
             super()._observe_update(step, new)
             ema = self._ema_weights[step.index]
-            self._write_state(ema, self.ema_momentum * ema + (1.0 - self.ema_momentum) * new)
+            average = self.ema_momentum * ops.convert_to_tensor(ema)
+            self._write_state(ema, average + (1.0 - self.ema_momentum) * new)
 
         def apply_ema_weights(self, bias_correction=True):
             """Back up the model weights, then load the (bias-corrected) averages into them."""

@@ -86,12 +86,12 @@ class DerivedOptimizer:
     def assign_add(self, variable, value):
         if self._b4x.step is None:
             return super().assign_add(variable, value)
-        self._route(variable, ops.add(variable, value))
+        self._route(variable, ops.add(ops.convert_to_tensor(variable), value))
 
     def assign_sub(self, variable, value):
         if self._b4x.step is None:
             return super().assign_sub(variable, value)
-        self._route(variable, ops.subtract(variable, value))
+        self._route(variable, ops.subtract(ops.convert_to_tensor(variable), value))
 
     def _route(self, target, new):
         step = self._b4x.step

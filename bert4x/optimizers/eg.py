@@ -94,24 +94,29 @@ def extend_with_exponentiated_gradient_step_size(base):
                 )
 
         def _new_scale(self, index, g):
-            h = self._eg_directions[index]
+            h = ops.convert_to_tensor(self._eg_directions[index])
             if self.use_directions:
                 agreement = ops.sum(_unit(g) * _unit(h))
             else:
                 agreement = ops.sum(g * h)
-            scale = self._eg_scales[index] * ops.exp(self.scale_learning_rate * agreement)
+            scale = ops.convert_to_tensor(self._eg_scales[index]) * ops.exp(
+                self.scale_learning_rate * agreement
+            )
             return ops.clip(scale, self.min_scale, self.max_scale)
 
         def _new_gain(self, index, g):
-            g_bar = self._eg_grad_averages[index]
+            g_bar = ops.convert_to_tensor(self._eg_grad_averages[index])
             if self.use_signs:
                 agreement = ops.sign(g) * ops.sign(g_bar)
             else:
                 t = ops.cast(self.iterations + 1, g.dtype)
                 correction = 1.0 - ops.power(self.beta, ops.maximum(t - 1.0, 1.0))
                 agreement = g * g_bar / correction
-            gain = self._eg_gains[index] * ops.exp(self.gain_learning_rate * agreement)
-            self._write_state(g_bar, self.beta * g_bar + (1.0 - self.beta) * g)
+            gain = ops.convert_to_tensor(self._eg_gains[index]) * ops.exp(
+                self.gain_learning_rate * agreement
+            )
+            g_bar_new = self.beta * g_bar + (1.0 - self.beta) * g
+            self._write_state(self._eg_grad_averages[index], g_bar_new)
             return ops.clip(gain, self.min_gain, self.max_gain)
 
         def _transform_update(self, step, old, new):
