@@ -107,14 +107,15 @@ class PositionEmbedding(keras.layers.Layer):
         low = ops.take(u, position_ids % self.input_dim, axis=0)
         return alpha * high + (1 - alpha) * low
 
-    def call(self, inputs):
+    def call(self, inputs, position_ids=None):
+        """`position_ids` [b, n] overrides 0..n-1 (cached decoding passes them)."""
         if self.custom_position_ids:
             x, position_ids = inputs
-            position_ids = ops.cast(position_ids, "int32")
         else:
             x = inputs
-            position_ids = ops.arange(ops.shape(x)[1])[None]
-        p = self.position_table(position_ids)  # [1 or b, n, D]
+            if position_ids is None:
+                position_ids = ops.arange(ops.shape(x)[1])[None]
+        p = self.position_table(ops.cast(position_ids, "int32"))  # [1 or b, n, D]
         if self.merge_mode == "add":
             return x + p
         if self.merge_mode == "mul":
@@ -173,11 +174,14 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
         self.custom_position_ids = custom_position_ids
         self.supports_masking = True
 
-    def call(self, inputs):
+    def call(self, inputs, position_ids=None):
+        """`position_ids` [b, n] overrides 0..n-1 (cached decoding passes them)."""
         if self.custom_position_ids:
             x, position_ids = inputs
         else:
-            x, position_ids = inputs, ops.arange(ops.shape(inputs)[1])[None]
+            x = inputs
+            if position_ids is None:
+                position_ids = ops.arange(ops.shape(inputs)[1])[None]
         table = ops.cast(sinusoidal_embeddings(position_ids, self.output_dim), self.compute_dtype)
         return table if self.merge_mode == "zero" else x + table
 
@@ -286,7 +290,13 @@ class MultiHeadAttention(keras.layers.Layer):
         b, n = ops.shape(x)[0], ops.shape(x)[1]
         return ops.reshape(x, (b, n, self.heads, size))
 
-    def call(self, inputs, a_bias=False, p_bias=None, training=None):
+    def call(self, inputs, a_bias=False, p_bias=None, cache=None, cache_index=None, training=None):
+        """Attention output [b, n, out_dim]; with `cache` also the updated cache.
+
+        `cache` = (keys [b, L, h, d], values [b, L, h, d_v]) of earlier positions:
+        the new keys/values are written at slot `cache_index` and the queries
+        attend over all L slots (the bias masks the empty ones).
+        """
         q, k, v, *rest = inputs
         bias = rest.pop(0) if a_bias else None
         qw = self.split_heads(self.q_dense(q), self.key_size)  # [b, n, h, d]
@@ -295,10 +305,14 @@ class MultiHeadAttention(keras.layers.Layer):
         if p_bias == "rotary":
             sinusoid = rest.pop(0)
             qw, kw = apply_rotary(qw, sinusoid), apply_rotary(kw, sinusoid)
+        if cache is not None:
+            start = (0, cache_index, 0, 0)
+            kw = ops.slice_update(cache[0], start, ops.cast(kw, cache[0].dtype))  # [b, L, h, d]
+            vw = ops.slice_update(cache[1], start, ops.cast(vw, cache[1].dtype))
         o = self.attend(qw, kw, vw, bias, training)  # [b, n, h, d_v]
         b, n = ops.shape(o)[0], ops.shape(o)[1]
-        o = ops.reshape(o, (b, n, self.heads * self.head_size))
-        return self.o_dense(o)
+        o = self.o_dense(ops.reshape(o, (b, n, self.heads * self.head_size)))
+        return o if cache is None else (o, (kw, vw))
 
     def attend(self, qw, kw, vw, bias, training=None):
         """softmax(q k^T / sqrt(d) + bias) v, scores in float32: [b, n, h, d_v]."""

@@ -86,6 +86,8 @@ class Transformer:
         self.inputs = self.outputs = self.model = None
         self.attention_bias = self.position_bias = None
         self.layer_norm_conds = (None, None, None)
+        #: set by bert4x.generation while it runs the layers with key/value caches.
+        self.cache_context = None
 
     # ----------------------------------------------------------------- building
     def build(
@@ -115,6 +117,7 @@ class Transformer:
             layer_norm_cond_hidden_act or "linear",
         )
         self.inputs = inputs + extra
+        self.additional_inputs = extra
         x = self.apply_embeddings(inputs)
         for index in range(self.num_hidden_layers):
             x = self.apply_main_layers(x, index)
@@ -140,6 +143,8 @@ class Transformer:
     def norm(self, x, name, **kwargs):
         """LayerNorm named `name`, conditional on `layer_norm_cond` when the model has one."""
         cond, hidden_units, hidden_act = self.layer_norm_conds
+        if self.cache_context is not None:
+            cond = self.cache_context.condition
         return self.apply(
             inputs=x if cond is None else [x, cond],
             layer=LayerNormalization,
@@ -157,6 +162,8 @@ class Transformer:
 
     def compute_attention_bias(self, inputs):
         """The one attention bias of the model (padding + the application's mask)."""
+        if self.cache_context is not None:
+            return self.cache_context.attention_bias
         if self.attention_bias is None:
             if self.attention_mode == "unilm" and self.segment_vocab_size == 0:
                 raise ValueError(
@@ -266,7 +273,15 @@ class BERT(Transformer):
 
     def position_ids_input(self, inputs):
         """The Input-Position tensor, or None when positions are 0..n-1."""
+        if self.cache_context is not None and self.custom_position_ids:
+            return self.cache_context.position_ids
         return inputs[-1] if self.custom_position_ids else None
+
+    def position_arguments(self):
+        """Call arguments of the position layers: explicit ids while decoding with a cache."""
+        if self.cache_context is None or self.custom_position_ids:
+            return None
+        return {"position_ids": self.cache_context.position_ids}
 
     def token_and_segment_embeddings(self, inputs):
         """E_tok[ids] (+ E_seg[segment_ids]), the masked embedding sum [b, n, E]."""
@@ -298,6 +313,7 @@ class BERT(Transformer):
         return self.apply(
             inputs=x if p is None else [x, p],
             layer=PositionEmbedding,
+            arguments=self.position_arguments(),
             input_dim=self.max_position,
             output_dim=self.embedding_size,
             merge_mode="add",
@@ -338,16 +354,25 @@ class BERT(Transformer):
 
     def attention_arguments(self, x):
         """Inputs and call arguments of a self-attention layer."""
-        return [x, x, x, self.attention_bias], {"a_bias": True}
+        return [x, x, x, self.compute_attention_bias(None)], {"a_bias": True}
+
+    def self_attention(self, x, index, **kwargs):
+        """Self-attention of block `index`; with a cache context it reads and updates that cache."""
+        inputs, arguments = self.attention_arguments(x)
+        context = self.cache_context
+        if context is not None:
+            arguments = {**arguments, "cache": context.caches[index], "cache_index": context.index}
+        y = self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
+        if context is not None:
+            y, context.caches[index] = y
+        return y
 
     def apply_main_layers(self, x, index):
         """Post-LN block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
         attention_name, feed_forward_name = self.layer_names(index)
-        attention_inputs, arguments = self.attention_arguments(x)
-        y = self.apply(
-            inputs=attention_inputs,
-            layer=MultiHeadAttention,
-            arguments=arguments,
+        y = self.self_attention(
+            x,
+            index,
             heads=self.num_attention_heads,
             head_size=self.attention_head_size,
             out_dim=self.hidden_size,
@@ -428,7 +453,9 @@ class BERT(Transformer):
         )
 
     def output_activation(self, x, activation, name):
-        """softmax (for True) or the named activation, in float32."""
+        """softmax (for True) or the named activation, in float32; logits while decoding."""
+        if self.cache_context is not None:
+            return x
         return self.apply(
             inputs=x,
             layer=keras.layers.Activation,
@@ -588,6 +615,8 @@ class RoFormer(BERT):
 
     def compute_position_bias(self, inputs):
         """The rotary sinusoid table [1 or b, n, d], computed once per model."""
+        if self.cache_context is not None:
+            return self.cache_context.rotary
         if self.position_bias is None:
             p = self.position_ids_input(inputs)
             self.position_bias = self.apply(
@@ -601,10 +630,8 @@ class RoFormer(BERT):
         return self.position_bias
 
     def attention_arguments(self, x):
-        return [x, x, x, self.attention_bias, self.position_bias], {
-            "a_bias": True,
-            "p_bias": "rotary",
-        }
+        bias, sinusoid = self.compute_attention_bias(None), self.compute_position_bias(None)
+        return [x, x, x, bias, sinusoid], {"a_bias": True, "p_bias": "rotary"}
 
 
 class RoFormerV2(RoFormer):
