@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from bert4x.backend import (
+    MASK_BIAS,
     apply_rotary,
     attention_bias,
     causal_mask,
@@ -105,7 +106,9 @@ class PositionEmbedding(keras.layers.Layer):
         u = (table - alpha * table[:1]) / (1 - alpha)
         high = ops.take(u, position_ids // self.input_dim, axis=0)
         low = ops.take(u, position_ids % self.input_dim, axis=0)
-        return alpha * high + (1 - alpha) * low
+        inside = ops.take(table, ops.minimum(position_ids, self.input_dim - 1), axis=0)
+        short = (position_ids < self.input_dim)[..., None]  # the trained rows, bit for bit
+        return ops.where(short, inside, alpha * high + (1 - alpha) * low)
 
     def call(self, inputs, position_ids=None):
         """`position_ids` [b, n] overrides 0..n-1 (cached decoding passes them)."""
@@ -240,13 +243,48 @@ class AttentionBias(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-@register
-class MultiHeadAttention(keras.layers.Layer):
-    """softmax(q k^T / sqrt(d) + bias) v over h heads, then an output projection.
+class TensorRemat:
+    """Gradient checkpointing that hands `keras.remat` tensors only.
 
-    Inputs [q, k, v] followed by the attention bias when `a_bias=True` and the
-    rotary sinusoid table when `p_bias='rotary'` (q and k rotated before the
-    product, kexue.fm/archives/8265). Scores and softmax run in float32.
+    Under keras.RematScope the layer's call is recomputed in the backward pass.
+    TF's recompute_grad refuses keyword arguments and JAX would trace the flags,
+    so non-tensor arguments are bound in a closure and only tensors are passed.
+    """
+
+    def rematerialized_call(self, layer_call, *args, **kwargs):
+        if self._remat_mode is None:
+            return layer_call
+
+        def call(*call_args, **call_kwargs):
+            structure = (call_args, call_kwargs)
+            flat = keras.tree.flatten(structure)
+            positions = [i for i, x in enumerate(flat) if keras.ops.is_tensor(x)]
+
+            def recomputed(*tensors):
+                filled = list(flat)
+                for i, tensor in zip(positions, tensors, strict=True):
+                    filled[i] = tensor
+                inner_args, inner_kwargs = keras.tree.pack_sequence_as(structure, filled)
+                return layer_call(*inner_args, **inner_kwargs)
+
+            return keras.remat(recomputed)(*(flat[i] for i in positions))
+
+        return call
+
+
+@register
+class MultiHeadAttention(TensorRemat, keras.layers.Layer):
+    """softmax(s_i q k^T / sqrt(d) + A_prev + bias) v over h heads, then an output projection.
+
+    Inputs [q, k, v], then the attention bias when `a_bias=True`, the rotary
+    sinusoid table when `p_bias='rotary'` (q, k rotated first,
+    kexue.fm/archives/8265) and the previous layer's scores A_prev when
+    `residual_scores=True` (RealFormer, kexue.fm/archives/8027). s_i = 1 by
+    default; attention_scale='entropy_invariant' sets
+    s_i = log(max(n_i, entropy_floor)) / log(training_length) with n_i the keys
+    row i may see (kexue.fm/archives/8823). Scores and softmax run in float32.
+    With `return_attention_scores` the layer also returns its unmasked scores
+    A = s q k^T / sqrt(d) + A_prev [b, h, n, m], which the next layer adds.
     """
 
     def __init__(
@@ -257,28 +295,43 @@ class MultiHeadAttention(keras.layers.Layer):
         key_size=None,
         use_bias=True,
         attention_dropout=0.0,
+        attention_scale="default",
+        training_length=512,
+        entropy_floor=16,
+        return_attention_scores=False,
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if attention_scale not in ("default", "entropy_invariant"):
+            raise ValueError(
+                f"attention_scale must be 'default' or 'entropy_invariant', received {attention_scale!r}"
+            )
         self.heads = heads
         self.head_size = head_size
         self.out_dim = out_dim or heads * head_size
         self.key_size = key_size or head_size
         self.use_bias = use_bias
         self.attention_dropout = attention_dropout or 0.0
+        self.attention_scale = attention_scale
+        self.training_length = training_length
+        self.entropy_floor = entropy_floor
+        self.return_attention_scores = return_attention_scores
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.supports_masking = True
-        dense = dict(
-            use_bias=use_bias, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy
-        )
-        self.q_dense = keras.layers.Dense(self.key_size * heads, name="q_dense", **dense)
-        self.k_dense = keras.layers.Dense(self.key_size * heads, name="k_dense", **dense)
-        self.v_dense = keras.layers.Dense(head_size * heads, name="v_dense", **dense)
-        self.o_dense = keras.layers.Dense(self.out_dim, name="o_dense", **dense)
-        self.dropout = keras.layers.Dropout(self.attention_dropout, dtype="float32")
 
     def build(self, input_shape):
+        dense = dict(
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+        )
+        size = self.heads * self.head_size
+        self.q_dense = keras.layers.Dense(self.key_size * self.heads, name="q_dense", **dense)
+        self.k_dense = keras.layers.Dense(self.key_size * self.heads, name="k_dense", **dense)
+        self.v_dense = keras.layers.Dense(size, name="v_dense", **dense)
+        self.o_dense = keras.layers.Dense(self.out_dim, name="o_dense", **dense)
+        self.dropout = keras.layers.Dropout(self.attention_dropout, dtype="float32")
         q_shape, k_shape, v_shape = input_shape[:3]
         self.q_dense.build(q_shape)
         self.k_dense.build(k_shape)
@@ -290,8 +343,17 @@ class MultiHeadAttention(keras.layers.Layer):
         b, n = ops.shape(x)[0], ops.shape(x)[1]
         return ops.reshape(x, (b, n, self.heads, size))
 
-    def call(self, inputs, a_bias=False, p_bias=None, cache=None, cache_index=None, training=None):
-        """Attention output [b, n, out_dim]; with `cache` also the updated cache.
+    def call(
+        self,
+        inputs,
+        a_bias=False,
+        p_bias=None,
+        residual_scores=False,
+        cache=None,
+        cache_index=None,
+        training=None,
+    ):
+        """Output [b, n, out_dim], followed by the scores and/or the updated cache if asked.
 
         `cache` = (keys [b, L, h, d], values [b, L, h, d_v]) of earlier positions:
         the new keys/values are written at slot `cache_index` and the queries
@@ -299,35 +361,59 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         q, k, v, *rest = inputs
         bias = rest.pop(0) if a_bias else None
+        sinusoid = rest.pop(0) if p_bias == "rotary" else None
+        previous = rest.pop(0) if residual_scores else None
         qw = self.split_heads(self.q_dense(q), self.key_size)  # [b, n, h, d]
         kw = self.split_heads(self.k_dense(k), self.key_size)  # [b, m, h, d]
         vw = self.split_heads(self.v_dense(v), self.head_size)  # [b, m, h, d_v]
-        if p_bias == "rotary":
-            sinusoid = rest.pop(0)
+        if sinusoid is not None:
             qw, kw = apply_rotary(qw, sinusoid), apply_rotary(kw, sinusoid)
         if cache is not None:
             start = (0, cache_index, 0, 0)
             kw = ops.slice_update(cache[0], start, ops.cast(kw, cache[0].dtype))  # [b, L, h, d]
             vw = ops.slice_update(cache[1], start, ops.cast(vw, cache[1].dtype))
-        o = self.attend(qw, kw, vw, bias, training)  # [b, n, h, d_v]
+        o, scores = self.attend(qw, kw, vw, bias, previous, training)  # [b, n, h, d_v]
         b, n = ops.shape(o)[0], ops.shape(o)[1]
         o = self.o_dense(ops.reshape(o, (b, n, self.heads * self.head_size)))
-        return o if cache is None else (o, (kw, vw))
+        extras = ([scores] if self.return_attention_scores else []) + (
+            [(kw, vw)] if cache is not None else []
+        )
+        return (o, *extras) if extras else o
 
-    def attend(self, qw, kw, vw, bias, training=None):
-        """softmax(q k^T / sqrt(d) + bias) v, scores in float32: [b, n, h, d_v]."""
-        a = ops.einsum("bnhd,bmhd->bhnm", qw, kw)
-        a = ops.cast(a, "float32") * (1.0 / math.sqrt(self.key_size))
-        if bias is not None:
-            a = a + ops.cast(bias, "float32")
-        p = self.dropout(ops.softmax(a, axis=-1), training=training)
-        return ops.einsum("bhnm,bmhd->bnhd", ops.cast(p, vw.dtype), vw)
+    def scale(self, bias, key_length):
+        """s / sqrt(d): 1/sqrt(d), or log(max(n_i, floor)) / log(L_train) / sqrt(d) per query row."""
+        if self.attention_scale == "default":
+            return 1.0 / math.sqrt(self.key_size)
+        if bias is None:
+            visible = ops.cast(key_length, "float32")
+        else:
+            allowed = ops.cast(ops.cast(bias, "float32") > MASK_BIAS / 2, "float32")
+            visible = ops.sum(allowed, axis=-1, keepdims=True)  # [b, 1, 1 or n, 1]
+        visible = ops.maximum(visible, float(self.entropy_floor))
+        return ops.log(visible) / math.log(self.training_length) / math.sqrt(self.key_size)
+
+    def attend(self, qw, kw, vw, bias, previous=None, training=None):
+        """(softmax(A + bias) v [b, n, h, d_v], A [b, h, n, m]) with A = s q k^T + A_prev."""
+        a = ops.cast(ops.einsum("bnhd,bmhd->bhnm", qw, kw), "float32")
+        a = a * self.scale(bias, ops.shape(kw)[1])
+        if previous is not None:
+            a = a + previous
+        logits = a if bias is None else a + ops.cast(bias, "float32")
+        p = self.dropout(ops.softmax(logits, axis=-1), training=training)
+        return ops.einsum("bhnm,bmhd->bnhd", ops.cast(p, vw.dtype), vw), a
 
     def compute_mask(self, inputs, mask=None):
-        return _first(mask)
+        mask = _first(mask)
+        extras = int(self.return_attention_scores)
+        return mask if not extras else [mask] + [None] * extras
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0][:-1]) + (self.out_dim,)
+    def compute_output_spec(self, inputs, **kwargs):
+        q = inputs[0]
+        output = keras.KerasTensor(tuple(q.shape[:-1]) + (self.out_dim,), dtype=self.compute_dtype)
+        if not self.return_attention_scores:
+            return output
+        scores_shape = (q.shape[0], self.heads, q.shape[1], inputs[1].shape[1])
+        return output, keras.KerasTensor(scores_shape, dtype="float32")
 
     def get_config(self):
         return {
@@ -338,7 +424,106 @@ class MultiHeadAttention(keras.layers.Layer):
             "key_size": self.key_size,
             "use_bias": self.use_bias,
             "attention_dropout": self.attention_dropout,
+            "attention_scale": self.attention_scale,
+            "training_length": self.training_length,
+            "entropy_floor": self.entropy_floor,
+            "return_attention_scores": self.return_attention_scores,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
+
+def iterative_pinv(a, iterations):
+    """Moore-Penrose pseudo-inverse of a [..., m, m] by Z <- Z (13I - AZ(15I - AZ(7I - AZ))) / 4.
+
+    Z_0 = A^T / (max column abs-sum * max row abs-sum), per matrix (Nystromformer).
+    """
+    abs_a = ops.abs(a)
+    norm = ops.max(ops.sum(abs_a, axis=-2), axis=-1) * ops.max(ops.sum(abs_a, axis=-1), axis=-1)
+    z = ops.swapaxes(a, -1, -2) / norm[..., None, None]
+    identity = ops.eye(ops.shape(a)[-1], dtype=a.dtype)
+    for _ in range(iterations):
+        az = ops.matmul(a, z)
+        inner = 15.0 * identity - ops.matmul(az, 7.0 * identity - az)
+        z = 0.25 * ops.matmul(z, 13.0 * identity - ops.matmul(az, inner))
+    return z
+
+
+@register
+class NystromAttention(MultiHeadAttention):
+    """Nystrom approximation of softmax attention in O(n m) (kexue.fm/archives/8180, arXiv 2102.03902).
+
+    With m landmarks = segment means of q and k (sequence padded to a multiple of
+    m): F = softmax(q k~^T), A = softmax(q~ k~^T), B = softmax(q~ k^T + bias),
+    out = F A^+ (B v), A^+ by `pinv_iterations` Newton steps. Landmarks average
+    the valid (unpadded) tokens of each segment. `conv_kernel_size` adds the
+    depthwise-convolution skip over v. Same q/k/v/o weights as MultiHeadAttention,
+    so the same checkpoints load. Encoder only: pooling mixes future tokens.
+    """
+
+    def __init__(self, num_landmarks=64, pinv_iterations=6, conv_kernel_size=None, **kwargs):
+        super().__init__(**kwargs)
+        if self.attention_scale != "default" or self.return_attention_scores:
+            raise ValueError(
+                "NystromAttention supports neither entropy_invariant nor residual scores"
+            )
+        self.num_landmarks = num_landmarks
+        self.pinv_iterations = pinv_iterations
+        self.conv_kernel_size = conv_kernel_size
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.conv_kernel_size:
+            self.conv_kernel = self.add_weight(
+                name="conv_kernel", shape=(self.conv_kernel_size, self.heads), initializer="zeros"
+            )
+
+    def landmarks(self, x, valid, segments):
+        """Means of the valid rows of x [b, n', h, d] in each of m segments: [b, h, m, d]."""
+        b, n, h, d = ops.shape(x)
+        x = ops.reshape(x * valid[:, :, None, None], (b, self.num_landmarks, segments, h, d))
+        counts = ops.reshape(valid, (b, self.num_landmarks, segments))
+        counts = ops.maximum(ops.sum(counts, axis=2), 1.0)  # [b, m]
+        means = ops.sum(x, axis=2) / counts[:, :, None, None]  # [b, m, h, d]
+        return ops.transpose(means, (0, 2, 1, 3))
+
+    def attend(self, qw, kw, vw, bias, previous=None, training=None):
+        n = ops.shape(qw)[1]
+        valid = ops.ones(ops.shape(qw)[:2], "float32")
+        if bias is not None:
+            valid = ops.cast(ops.cast(bias, "float32")[:, 0, 0, :] > MASK_BIAS / 2, "float32")
+        pad = (-n) % self.num_landmarks
+        segments = (n + pad) // self.num_landmarks
+        q, k, v = (ops.cast(t, "float32") for t in (qw, kw, vw))
+        q = q / math.sqrt(self.key_size)
+        padded = [ops.pad(t, [(0, 0), (0, pad), (0, 0), (0, 0)]) for t in (q, k)]
+        valid_padded = ops.pad(valid, [(0, 0), (0, pad)])
+        q_landmarks = self.landmarks(padded[0], valid_padded, segments)  # [b, h, m, d]
+        k_landmarks = self.landmarks(padded[1], valid_padded, segments)
+        key_bias = (1.0 - valid)[:, None, None, :] * MASK_BIAS  # [b, 1, 1, n]
+        f = ops.softmax(ops.einsum("bnhd,bhmd->bhnm", q, k_landmarks), axis=-1)  # [b, h, n, m]
+        a = ops.softmax(ops.matmul(q_landmarks, ops.swapaxes(k_landmarks, -1, -2)), axis=-1)
+        b_kernel = ops.softmax(ops.einsum("bhmd,bnhd->bhmn", q_landmarks, k) + key_bias, axis=-1)
+        bv = ops.einsum("bhmn,bnhd->bhmd", b_kernel, v)  # [b, h, m, d_v]
+        o = ops.matmul(f, ops.matmul(iterative_pinv(a, self.pinv_iterations), bv))  # [b, h, n, d_v]
+        o = ops.transpose(o, (0, 2, 1, 3))
+        if self.conv_kernel_size:
+            o = o + self.depthwise_skip(v * valid[:, :, None, None])
+        return ops.cast(o, vw.dtype), None
+
+    def depthwise_skip(self, v):
+        """Per-head convolution over positions: sum_t w[t, h] v[i + t - k//2, h, :]."""
+        b, n, h, d = ops.shape(v)
+        kernel = ops.repeat(ops.cast(self.conv_kernel, "float32"), d, axis=1)  # [k, h*d]
+        x = ops.reshape(v, (b, n, h * d))
+        y = ops.depthwise_conv(x, kernel[:, :, None], padding="same")
+        return ops.reshape(y, (b, n, h, d))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_landmarks": self.num_landmarks,
+            "pinv_iterations": self.pinv_iterations,
+            "conv_kernel_size": self.conv_kernel_size,
         }
 
 
@@ -459,7 +644,7 @@ class LayerNormalization(keras.layers.Layer):
 
 
 @register
-class FeedForward(keras.layers.Layer):
+class FeedForward(TensorRemat, keras.layers.Layer):
     """Position-wise FFN: act(x W_i + b_i) W_o + b_o, output size = input size."""
 
     def __init__(

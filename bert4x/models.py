@@ -6,6 +6,8 @@ bert4keras name, so ALBERT's sharing and prefixes live in one place. Each
 family also knows its original checkpoint names (`variable_mapping`).
 """
 
+import contextlib
+
 import keras
 
 from bert4x.backend import get_activation
@@ -17,6 +19,7 @@ from bert4x.layers import (
     FeedForward,
     LayerNormalization,
     MultiHeadAttention,
+    NystromAttention,
     PositionEmbedding,
     SinusoidalPositionEmbedding,
     TakeFirst,
@@ -52,6 +55,15 @@ class Transformer:
         compound_tokens=None,
         layer_norm_eps=None,
         initializer_range=0.02,
+        residual_attention_scores=False,
+        attention_scale="default",
+        training_length=512,
+        entropy_floor=16,
+        attention_type="full",
+        num_landmarks=64,
+        pinv_iterations=6,
+        nystrom_conv_kernel_size=None,
+        recompute=False,
         prefix=None,
         name=None,
     ):
@@ -80,6 +92,20 @@ class Transformer:
         self.compound_tokens = compound_tokens
         self.layer_norm_eps = layer_norm_eps or self.default_layer_norm_eps
         self.initializer = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        self.attention_options = attention_options(
+            self.attention_mode,
+            residual_attention_scores,
+            attention_scale,
+            training_length,
+            entropy_floor,
+            attention_type,
+            num_landmarks,
+            pinv_iterations,
+            nystrom_conv_kernel_size,
+        )
+        self.residual_attention_scores = residual_attention_scores
+        self.attention_scores = None
+        self.recompute = recompute
         self.prefix = prefix or ""
         self.name = name
         self.layers = {}
@@ -135,10 +161,17 @@ class Transformer:
         if layer is keras.Input:
             return layer(**kwargs)
         if name not in self.layers:
-            self.layers[name] = layer(**kwargs)
+            with self.layer_scope(layer):
+                self.layers[name] = layer(**kwargs)
         if inputs is None:
             return self.layers[name]
         return self.layers[name](inputs, **(arguments or {}))
+
+    def layer_scope(self, layer):
+        """keras.RematScope for attention and FFN layers when recompute=True (gradient checkpointing)."""
+        if self.recompute and issubclass(layer, (MultiHeadAttention, FeedForward)):
+            return keras.RematScope(mode="full")
+        return contextlib.nullcontext()
 
     def norm(self, x, name, **kwargs):
         """LayerNorm named `name`, conditional on `layer_norm_cond` when the model has one."""
@@ -201,14 +234,54 @@ class Transformer:
     transposed_weight_paths = ("NSP-Proba/kernel",)
 
     def is_new_weight(self, path):
-        """True for weights that no original checkpoint has (conditional LN deltas)."""
-        return path.endswith(("/hidden_kernel", "/gamma_kernel", "/beta_kernel"))
+        """True for weights no original checkpoint has (conditional LN deltas, Nystrom conv)."""
+        return path.endswith(("/hidden_kernel", "/gamma_kernel", "/beta_kernel", "/conv_kernel"))
 
     def load_weights_from_checkpoint(self, checkpoint):
         """Strictly load an original checkpoint (path or {name: array}); see bert4x.checkpoints."""
         from bert4x.checkpoints import load_weights_from_checkpoint
 
         return load_weights_from_checkpoint(self, checkpoint)
+
+
+def attention_options(
+    attention_mode,
+    residual_attention_scores,
+    attention_scale,
+    training_length,
+    entropy_floor,
+    attention_type,
+    num_landmarks,
+    pinv_iterations,
+    nystrom_conv_kernel_size,
+):
+    """The attention layer class and its variant arguments, checked against each other."""
+    if attention_type == "full":
+        return {
+            "layer": MultiHeadAttention,
+            "attention_scale": attention_scale,
+            "training_length": training_length,
+            "entropy_floor": entropy_floor,
+            "return_attention_scores": residual_attention_scores,
+        }
+    if attention_type != "nystrom":
+        raise ValueError(f"attention_type must be 'full' or 'nystrom', received {attention_type!r}")
+    if attention_mode != "encoder":
+        raise ValueError(
+            f"attention_type='nystrom' needs a bidirectional encoder: its landmarks mix future "
+            f"tokens, so application={attention_mode!r} cannot use it"
+        )
+    if residual_attention_scores or attention_scale != "default":
+        raise ValueError(
+            "attention_type='nystrom' has no score matrix: it works with neither "
+            "residual_attention_scores nor attention_scale='entropy_invariant'"
+        )
+    return {
+        "layer": NystromAttention,
+        "num_landmarks": num_landmarks,
+        "pinv_iterations": pinv_iterations,
+        "conv_kernel_size": nystrom_conv_kernel_size,
+    }
 
 
 def dense_names(layer, checkpoint, bias=True):
@@ -357,14 +430,30 @@ class BERT(Transformer):
         return [x, x, x, self.compute_attention_bias(None)], {"a_bias": True}
 
     def self_attention(self, x, index, **kwargs):
-        """Self-attention of block `index`; with a cache context it reads and updates that cache."""
+        """Self-attention of block `index`.
+
+        Adds the previous block's scores when residual_attention_scores is on, and
+        reads/updates the block's key/value cache under a cache context.
+        """
         inputs, arguments = self.attention_arguments(x)
+        if index == 0:
+            self.attention_scores = None
+        if self.attention_scores is not None:
+            inputs, arguments = (
+                inputs + [self.attention_scores],
+                {**arguments, "residual_scores": True},
+            )
         context = self.cache_context
         if context is not None:
             arguments = {**arguments, "cache": context.caches[index], "cache_index": context.index}
-        y = self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
+        outputs = self.apply(inputs=inputs, arguments=arguments, **self.attention_options, **kwargs)
+        if not isinstance(outputs, (list, tuple)):
+            return outputs
+        y, *extras = outputs
+        if self.residual_attention_scores:
+            self.attention_scores = extras.pop(0)
         if context is not None:
-            y, context.caches[index] = y
+            context.caches[index] = extras.pop(0)
         return y
 
     def apply_main_layers(self, x, index):
@@ -645,6 +734,12 @@ class RoFormerV2(RoFormer):
         self.initializer = keras.initializers.VarianceScaling(
             1.0 / self.num_hidden_layers, "fan_in", "truncated_normal"
         )
+
+    def layer_scope(self, layer):
+        """keras.RematScope for attention and FFN layers when recompute=True (gradient checkpointing)."""
+        if self.recompute and issubclass(layer, (MultiHeadAttention, FeedForward)):
+            return keras.RematScope(mode="full")
+        return contextlib.nullcontext()
 
     def norm(self, x, name, **kwargs):
         return super().norm(x, name, zero_mean=False, scale=False, offset=False)

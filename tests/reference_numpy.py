@@ -290,8 +290,12 @@ def _norm(v, name, x, c, rms):
     return layer_norm(x, g, b, c["eps"])
 
 
-def _attention(v, names, x, allowed, c, positions, bias):
-    """o = concat_h softmax(q k^T / sqrt(d) | masked -> -1e9) v, then W_o; rotary if positions."""
+def _attention(v, names, x, allowed, c, positions, bias, prev=None):
+    """o = concat_h softmax(A | masked -> -1e9) v, then W_o; rotary if positions.
+
+    A = s_i q k^T / sqrt(d) + prev (RealFormer), s_i = 1 or log(max(n_i, floor)) / log(L_train)
+    with n_i the keys row i may see (entropy-invariant). Returns (o, A).
+    """
     b, n, _ = x.shape
     q, k, w = (
         _dense(v, names[t], x, bias).reshape(b, n, c["h"], c["d"])
@@ -300,16 +304,22 @@ def _attention(v, names, x, allowed, c, positions, bias):
     if positions is not None:
         q, k = rotary(q, positions), rotary(k, positions)
     a = np.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(c["d"])  # [b, h, n, n]
-    a = softmax(np.where(allowed[:, None], a, -1e9))
-    o = np.einsum("bhij,bjhd->bihd", a, w).reshape(b, n, c["h"] * c["d"])
-    return _dense(v, names["output"], o, bias)
+    if c.get("entropy_invariant"):
+        visible = np.maximum(allowed.sum(-1), c["entropy_floor"])  # [b, n]
+        a = a * (np.log(visible) / np.log(c["training_length"]))[:, None, :, None]
+    if prev is not None:
+        a = a + prev
+    p = softmax(np.where(allowed[:, None], a, -1e9))
+    o = np.einsum("bhij,bjhd->bihd", p, w).reshape(b, n, c["h"] * c["d"])
+    return _dense(v, names["output"], o, bias), a
 
 
-def _block(v, names, x, allowed, c, positions, v2):
-    """x = LN(x + Attn(x)); x = LN(x + W2 act(W1 x + b1) + b2)."""
-    x = _norm(v, names["norm1"], x + _attention(v, names, x, allowed, c, positions, not v2), c, v2)
+def _block(v, names, x, allowed, c, positions, v2, prev=None):
+    """x = LN(x + Attn(x)); x = LN(x + W2 act(W1 x + b1) + b2). Returns (x, scores)."""
+    y, scores = _attention(v, names, x, allowed, c, positions, not v2, prev)
+    x = _norm(v, names["norm1"], x + y, c, v2)
     f = _dense(v, names["ffn_out"], _dense(v, names["ffn_in"], x, not v2, c["act"]), not v2)
-    return _norm(v, names["norm2"], x + f, c, v2)
+    return _norm(v, names["norm2"], x + f, c, v2), scores
 
 
 def _embeddings(model, v, c, ids, segment_ids, positions):
@@ -339,14 +349,25 @@ def forward(
     with_mlm=False,
     with_discriminator=False,
     position_ids=None,
+    residual_attention_scores=False,
+    attention_scale="default",
+    training_length=512,
+    entropy_floor=16,
 ):
     """Full forward pass; returns float64 'sequence' [b, n, H] and the requested heads:
     'pool' [b, H], 'nsp' [b, 2], 'mlm' [b, n, V], 'discriminator' [b, n, 1] (probabilities).
 
     position_ids ([n] or [b, n], default 0..n-1) feed both rotary and learned position tables.
+    residual_attention_scores carries each layer's pre-softmax scores into the next (RealFormer);
+    attention_scale='entropy_invariant' scales row i by log(max(n_i, floor)) / log(L_train).
     gpt is always causal ('lm'); its 'mlm' (the LM probs) is returned when with_mlm=True.
     """
     c, v = _config(model, config), variables
+    c.update(
+        entropy_invariant=attention_scale == "entropy_invariant",
+        training_length=training_length,
+        entropy_floor=entropy_floor,
+    )
     heads = _heads(model, with_pool, with_nsp, with_mlm, with_discriminator)
     ids = np.asarray(token_ids)
     b, n = ids.shape
@@ -357,8 +378,10 @@ def forward(
     allowed = attention_allowed(ids, seg, "lm" if model == "gpt" else application)
     x = _embeddings(model, v, c, ids, seg, pos)
     rot = pos if model.startswith("roformer") else None
+    scores = None
     for i in range(c["L"]):
-        x = _block(v, _block_names(model, i), x, allowed, c, rot, v2)
+        x, a = _block(v, _block_names(model, i), x, allowed, c, rot, v2, scores)
+        scores = a if residual_attention_scores else None
     out, hn = {"sequence": x}, _head_names(model)
     table = np.asarray(v[_embedding_names(model)["token"]], np.float64)  # [V, E]
     if "pool" in heads:

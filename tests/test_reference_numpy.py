@@ -238,7 +238,7 @@ def test_attention_matches_keras_multi_head_attention():
                     + [v["o/kernel"].reshape(2, 8, 16), v["o/bias"]])  # fmt: skip
     allowed = ref.attention_allowed(IDS, None, "lm")
     names = dict(query="q", key="k", value="v", output="o")
-    ours = ref._attention(v, names, x, allowed, dict(h=2, d=8), None, True)
+    ours, _ = ref._attention(v, names, x, allowed, dict(h=2, d=8), None, True)
     np.testing.assert_allclose(ours, mha(x, x, attention_mask=allowed), rtol=1e-6, atol=1e-6)
 
 
