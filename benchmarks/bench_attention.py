@@ -102,7 +102,8 @@ def main():
     )
     print(f"# config {CONFIG}, batch 1, XLA train step, Nystrom landmarks {args.landmarks}")
     print(
-        "| n | full ms | nystrom ms | full/nystrom time | full peak +MB | nystrom peak +MB | full/nystrom memory |"
+        "| n | full ms | nystrom ms | full/nystrom time | full peak +MB | nystrom peak +MB "
+        "| full/nystrom memory |"
     )
     print("|---|---|---|---|---|---|---|")
     nystrom_points = []

@@ -89,7 +89,7 @@ def attention_bias(allowed):
 
 
 def sinusoidal_embeddings(position_ids, output_dim):
-    """Interleaved sinusoid table [..., n, d]: (sin(p t_i), cos(p t_i)) pairs, t_i = 10000^(-2i/d)."""
+    """Interleaved sinusoids [..., n, d]: pairs (sin(p t_i), cos(p t_i)), t_i = 10000^(-2i/d)."""
     if output_dim % 2:
         raise ValueError(
             f"sinusoidal embeddings need an even size, received output_dim={output_dim}"

@@ -305,7 +305,8 @@ class MultiHeadAttention(TensorRemat, keras.layers.Layer):
         super().__init__(**kwargs)
         if attention_scale not in ("default", "entropy_invariant"):
             raise ValueError(
-                f"attention_scale must be 'default' or 'entropy_invariant', received {attention_scale!r}"
+                "attention_scale must be 'default' or 'entropy_invariant', "
+                f"received {attention_scale!r}"
             )
         self.heads = heads
         self.head_size = head_size
@@ -381,7 +382,7 @@ class MultiHeadAttention(TensorRemat, keras.layers.Layer):
         return (o, *extras) if extras else o
 
     def scale(self, bias, key_length):
-        """s / sqrt(d): 1/sqrt(d), or log(max(n_i, floor)) / log(L_train) / sqrt(d) per query row."""
+        """s / sqrt(d): 1/sqrt(d), or log(max(n_i, floor)) / log(L_train) / sqrt(d) per row."""
         if self.attention_scale == "default":
             return 1.0 / math.sqrt(self.key_size)
         if bias is None:
@@ -450,14 +451,14 @@ def iterative_pinv(a, iterations):
 
 @register
 class NystromAttention(MultiHeadAttention):
-    """Nystrom approximation of softmax attention in O(n m) (kexue.fm/archives/8180, arXiv 2102.03902).
+    """Nystrom approximation of softmax attention in O(n m) (kexue.fm/archives/8180).
 
     With m landmarks = segment means of q and k (sequence padded to a multiple of
     m): F = softmax(q k~^T), A = softmax(q~ k~^T), B = softmax(q~ k^T + bias),
     out = F A^+ (B v), A^+ by `pinv_iterations` Newton steps. Landmarks average
     the valid (unpadded) tokens of each segment. `conv_kernel_size` adds the
     depthwise-convolution skip over v. Same q/k/v/o weights as MultiHeadAttention,
-    so the same checkpoints load. Encoder only: pooling mixes future tokens.
+    so the same checkpoints load. Encoder only: pooling mixes future tokens. arXiv 2102.03902.
     """
 
     def __init__(self, num_landmarks=64, pinv_iterations=6, conv_kernel_size=None, **kwargs):

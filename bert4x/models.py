@@ -123,7 +123,7 @@ class Transformer:
         layer_norm_cond_hidden_act=None,
         additional_input_layers=None,
     ):
-        """Create `self.model`; `layer_norm_cond` (tensor or int size) makes every LN conditional."""
+        """Create `self.model`; `layer_norm_cond` (tensor or int size) makes each LN conditional."""
         inputs = self.get_inputs()
         extra = additional_input_layers if additional_input_layers is not None else []
         extra = list(extra) if isinstance(extra, (list, tuple)) else [extra]
@@ -168,7 +168,7 @@ class Transformer:
         return self.layers[name](inputs, **(arguments or {}))
 
     def layer_scope(self, layer):
-        """keras.RematScope for attention and FFN layers when recompute=True (gradient checkpointing)."""
+        """keras.RematScope for attention and FFN layers when recompute=True (checkpointing)."""
         if self.recompute and issubclass(layer, (MultiHeadAttention, FeedForward)):
             return keras.RematScope(mode="full")
         return contextlib.nullcontext()
@@ -611,7 +611,7 @@ class ALBERT(BERT):
 
 
 class ALBERT_Unshared(ALBERT):
-    """ALBERT with untied layers (kexue.fm/archives/7187): each layer starts from the shared block."""
+    """ALBERT with untied layers (kexue.fm/archives/7187), each starting from the shared block."""
 
     def layer_names(self, index):
         return BERT.layer_names(self, index)
@@ -689,7 +689,7 @@ class ELECTRA_Generator(BERT):
 
 
 class RoFormer(BERT):
-    """RoFormer (kexue.fm/archives/8265): BERT without absolute positions, rotary q/k in every layer."""
+    """RoFormer (kexue.fm/archives/8265): BERT with rotary q/k in every layer, no position table."""
 
     default_layer_norm_eps = 1e-7
 
@@ -724,7 +724,7 @@ class RoFormer(BERT):
 
 
 class RoFormerV2(RoFormer):
-    """RoFormerV2 (kexue.fm/archives/8998): no biases, parameter-free RMS norms, MLM = tied softmax."""
+    """Seq2seq attention (application='unilm'): Allowed(i, j) = c_j <= c_i, c = cumsum(s)."""
 
     use_bias = False
 
@@ -734,12 +734,6 @@ class RoFormerV2(RoFormer):
         self.initializer = keras.initializers.VarianceScaling(
             1.0 / self.num_hidden_layers, "fan_in", "truncated_normal"
         )
-
-    def layer_scope(self, layer):
-        """keras.RematScope for attention and FFN layers when recompute=True (gradient checkpointing)."""
-        if self.recompute and issubclass(layer, (MultiHeadAttention, FeedForward)):
-            return keras.RematScope(mode="full")
-        return contextlib.nullcontext()
 
     def norm(self, x, name, **kwargs):
         return super().norm(x, name, zero_mean=False, scale=False, offset=False)
@@ -799,7 +793,7 @@ class LM_Mask:
 
 
 class UniLM_Mask:
-    """Seq2seq attention: Allowed(i, j) = c_j <= c_i, c = cumsum(segment_ids) (application='unilm')."""
+    """Seq2seq attention (application='unilm'): Allowed(i, j) = c_j <= c_i, c = cumsum(segments)."""
 
     attention_mode = "unilm"
 

@@ -7,8 +7,9 @@ path as loading a released model.
 
 import numpy as np
 
-import reference_numpy as ref
 from bert4x.models import build_transformer_model
+
+import reference_numpy as ref
 
 BASE = dict(
     vocab_size=60,

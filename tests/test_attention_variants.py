@@ -1,13 +1,14 @@
-"""RealFormer residual scores, entropy-invariant scaling, Nystrom attention, long positions, recompute."""
+"""RealFormer scores, entropy-invariant scaling, Nystrom attention, long positions, recompute."""
 
 import keras
 import numpy as np
 import pytest
-from model_cases import CONFIGS, random_batch, reference_name, write_random_checkpoint
 
-import reference_numpy as ref
 from bert4x.layers import AttentionBias, MultiHeadAttention, NystromAttention, iterative_pinv
 from bert4x.models import build_transformer_model
+
+import reference_numpy as ref
+from model_cases import CONFIGS, random_batch, reference_name, write_random_checkpoint
 
 pytestmark = pytest.mark.backend_agnostic
 

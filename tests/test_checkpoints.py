@@ -3,6 +3,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from bert4x.checkpoints import load_weights_from_checkpoint, save_weights_as_checkpoint
+from bert4x.models import build_transformer_model
+
+import reference_numpy as ref
 from model_cases import (
     CONFIGS,
     MODEL_TYPES,
@@ -11,10 +16,6 @@ from model_cases import (
     random_batch,
     write_random_checkpoint,
 )
-
-import reference_numpy as ref
-from bert4x.checkpoints import load_weights_from_checkpoint, save_weights_as_checkpoint
-from bert4x.models import build_transformer_model
 
 pytestmark = pytest.mark.backend_agnostic
 

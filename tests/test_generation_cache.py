@@ -3,10 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from model_cases import CONFIGS, write_random_checkpoint
 
 from bert4x.generation.cache import CachedModel
 from bert4x.models import build_transformer_model
+
+from model_cases import CONFIGS, write_random_checkpoint
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -3,10 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from model_cases import CONFIGS, FULL_HEADS, MODEL_TYPES, build_loaded, random_batch
 
 from bert4x.layers import LayerNormalization
 from bert4x.models import build_transformer_model
+
+from model_cases import CONFIGS, FULL_HEADS, MODEL_TYPES, build_loaded, random_batch
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -3,6 +3,10 @@
 import keras
 import numpy as np
 import pytest
+
+from bert4x.models import build_transformer_model
+
+import reference_numpy as ref
 from model_cases import (
     CONFIGS,
     FULL_HEADS,
@@ -12,9 +16,6 @@ from model_cases import (
     random_batch,
     reference_name,
 )
-
-import reference_numpy as ref
-from bert4x.models import build_transformer_model
 
 pytestmark = pytest.mark.backend_agnostic
 

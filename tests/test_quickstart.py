@@ -12,9 +12,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 def test_quickstart_writes_a_checkpoint_and_prints_similarity_and_predictions(tmp_path):
-    output_dir = tmp_path / "demo"
+    output_dir = str(tmp_path / "demo")
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--output-dir", str(output_dir)],
+        [
+            sys.executable,
+            os.path.join(ROOT, "examples", "quickstart.py"),
+            "--output-dir",
+            output_dir,
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -29,4 +34,5 @@ def test_quickstart_writes_a_checkpoint_and_prints_similarity_and_predictions(tm
     assert len(predictions) == 5
     probabilities = [float(p) for _, p in predictions]
     assert probabilities == sorted(probabilities, reverse=True)
-    assert (output_dir / "bert_model.ckpt.index").exists() and (output_dir / "vocab.txt").exists()
+    assert os.path.exists(os.path.join(output_dir, "bert_model.ckpt.index"))
+    assert os.path.exists(os.path.join(output_dir, "vocab.txt"))
