@@ -724,7 +724,7 @@ class RoFormer(BERT):
 
 
 class RoFormerV2(RoFormer):
-    """Seq2seq attention (application='unilm'): Allowed(i, j) = c_j <= c_i, c = cumsum(s)."""
+    """RoFormerV2 (kexue.fm/archives/8998): no biases, parameter-free RMS norms, tied MLM."""
 
     use_bias = False
 
@@ -793,7 +793,7 @@ class LM_Mask:
 
 
 class UniLM_Mask:
-    """Seq2seq attention (application='unilm'): Allowed(i, j) = c_j <= c_i, c = cumsum(segments)."""
+    """Seq2seq attention (application='unilm'): Allowed(i, j) = c_j <= c_i, c = cumsum(s)."""
 
     attention_mode = "unilm"
 
