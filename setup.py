@@ -20,6 +20,7 @@ setup(
         "numpy",
         "h5py",
         "tokenizers",
+        "safetensors",
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "hypothesis", "sentencepiece", "ruff"],

@@ -1,5 +1,8 @@
 """Original checkpoints: strict loading by original variable name, and writing back.
 
+Readers: TensorFlow checkpoints (with or without TensorFlow), {name: array} dicts, and
+Hugging Face safetensors presented under the original names (bert4x.formats).
+
 A builder's `variable_mapping()` maps each Keras weight path (e.g.
 `Transformer-0-MultiHeadSelfAttention/q_dense/kernel`) to the original name
 (`bert/encoder/layer_0/attention/self/query/kernel`). Loading checks every
@@ -13,6 +16,10 @@ import logging
 import os
 
 import numpy as np
+
+from bert4x.formats import huggingface
+from bert4x.formats.huggingface import save_weights_as_safetensors  # noqa: F401 (public here)
+from bert4x.formats.tensor_bundle import TensorBundleReader
 
 logger = logging.getLogger("bert4x")
 
@@ -54,17 +61,32 @@ class DictCheckpoint:
         return np.asarray(self.variables[name])
 
 
-def open_checkpoint(checkpoint):
-    """A reader for a checkpoint prefix/directory, or for a {name: array} dict."""
+def open_checkpoint(checkpoint, generator=False):
+    """A reader (get_variable_to_shape_map, get_tensor) for any checkpoint bert4x loads.
+
+    Dispatch: a {name: array} dict; a Hugging Face `.safetensors` file, its
+    `model.safetensors.index.json` or a directory holding either (HF names presented
+    as original names; `generator` reads a headless ELECTRA file as the generator);
+    otherwise a TensorFlow prefix or directory, read by TensorFlow when it imports and
+    by bert4x.formats.TensorBundleReader when it does not. PyTorch pickles are refused.
+    """
     if isinstance(checkpoint, dict):
         return DictCheckpoint(checkpoint)
-    import tensorflow as tf
-
+    path = os.fspath(checkpoint)
+    if huggingface.is_pickle(path):
+        huggingface.refuse_pickle(path)
+    hf_path = huggingface.safetensors_path(path)
+    if hf_path is not None:
+        return huggingface.SafetensorsCheckpoint(hf_path, generator=generator)
     try:
-        return tf.train.load_checkpoint(os.fspath(checkpoint))
+        import tensorflow as tf
+    except ImportError:
+        return TensorBundleReader(path)
+    try:
+        return tf.train.load_checkpoint(path)
     except (ValueError, tf.errors.OpError) as error:
         raise ValueError(
-            f"cannot read a TensorFlow checkpoint at {os.fspath(checkpoint)!r}: pass the prefix "
+            f"cannot read a TensorFlow checkpoint at {path!r}: pass the prefix "
             "(e.g. '.../bert_model.ckpt') or the directory that holds it"
         ) from error
 
@@ -133,17 +155,22 @@ def gather_vocab_rows(value, keep_tokens=None, compound_tokens=None):
     return value
 
 
-def mismatch_message(builder, checkpoint, missing, mismatched, unmapped, names):
-    """One readable error that lists every problem found while planning a load."""
+def mismatch_message(builder, checkpoint, missing, mismatched, unmapped, names, describe=repr):
+    """One readable error that lists every problem found while planning a load.
+
+    `describe(name)` quotes a checkpoint name (a Hugging Face reader adds the HF key).
+    """
     lines = [f"checkpoint {checkpoint!r} does not fit this {type(builder).__name__} model:"]
     for name, path in missing:
         hint = next((h for key, h in HEAD_HINTS.items() if key in name), None)
         lines.append(
-            f"  checkpoint has no variable {name!r} for layer {path.split('/')[0]}"
+            f"  checkpoint has no variable {describe(name)} for layer {path.split('/')[0]}"
             + (f"; {hint}" if hint else "")
         )
     for name, path, saved, wanted in mismatched:
-        lines.append(f"  shape mismatch for {name!r}: checkpoint {saved}, model {path} {wanted}")
+        lines.append(
+            f"  shape mismatch for {describe(name)}: checkpoint {saved}, model {path} {wanted}"
+        )
     for path in unmapped:
         lines.append(f"  model weight {path!r} has no checkpoint name")
     family = checkpoint_family(names)
@@ -159,8 +186,10 @@ def load_weights_from_checkpoint(model, checkpoint):
     ones no weight used (training state excluded). Nothing is assigned unless
     every weight fits.
     """
+    from bert4x.models import ELECTRA_Generator
+
     builder = get_builder(model)
-    reader = open_checkpoint(checkpoint)
+    reader = open_checkpoint(checkpoint, generator=isinstance(builder, ELECTRA_Generator))
     shapes = reader.get_variable_to_shape_map()
     mapping = builder.variable_mapping()
     plan, missing, mismatched, unmapped = [], [], [], []
@@ -180,7 +209,10 @@ def load_weights_from_checkpoint(model, checkpoint):
         plan.append((variable, value, name))
     if missing or mismatched or unmapped:
         label = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else "dict"
-        raise ValueError(mismatch_message(builder, label, missing, mismatched, unmapped, shapes))
+        describe = getattr(reader, "describe", repr)
+        raise ValueError(
+            mismatch_message(builder, label, missing, mismatched, unmapped, shapes, describe)
+        )
     for variable, value, _ in plan:
         variable.assign(value.astype(variable.dtype))
     loaded = sorted({name for _, _, name in plan})

@@ -3,7 +3,8 @@
 Config keys keep the original spelling; the bert4keras renames apply when the
 target key is absent: max_position_embeddings -> max_position,
 hidden_dropout_prob -> dropout_rate, attention_probs_dropout_prob ->
-attention_dropout_rate, type_vocab_size -> segment_vocab_size.
+attention_dropout_rate, type_vocab_size -> segment_vocab_size. Hugging Face
+config.json files use the same keys (plus model_type, checked on loading).
 """
 
 import inspect
@@ -56,8 +57,16 @@ def read_json_config(config_path):
 
 
 def load_config(config_path):
-    """Config dict with bert4keras renames applied and release metadata dropped."""
+    """Config dict with bert4keras renames applied and release metadata dropped.
+
+    A Hugging Face config.json (it has `model_type`) is translated first
+    (bert4x.formats.huggingface.from_hf_config).
+    """
     configs = read_json_config(config_path)
+    if "model_type" in configs:
+        from bert4x.formats.huggingface import from_hf_config
+
+        configs = from_hf_config(configs)
     for key in METADATA_KEYS:
         configs.pop(key, None)
     for old, new in RENAMES.items():
