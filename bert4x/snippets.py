@@ -5,7 +5,8 @@ Sections:
     batches     DataGenerator (bert4keras template) with tf.data export and length buckets
     parallel    parallel_apply, parallel_apply_generator (multi-process preprocessing)
 
-TensorFlow is imported only by `DataGenerator.to_dataset`.
+TensorFlow is imported only by `DataGenerator.to_dataset`. `AutoRegressiveDecoder` (from
+`bert4x.decoding`) is re-exported here on first use, as bert4keras kept it in snippets.
 """
 
 import bisect
@@ -28,6 +29,15 @@ __all__ = [
     "parallel_apply",
     "parallel_apply_generator",
 ]
+
+
+def __getattr__(name):
+    """Lazy re-exports that would otherwise import Keras with this module."""
+    if name == "AutoRegressiveDecoder":
+        from bert4x.decoding import AutoRegressiveDecoder
+
+        return AutoRegressiveDecoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_int(value, name, minimum):
@@ -209,6 +219,30 @@ def _names_wrapper(names):
     raise TypeError(f"`names` must be a str, a list of str or a list of lists. Received: {names}")
 
 
+def _signature(types, shapes):
+    """tf.TensorSpec tree from parallel trees of dtypes and shapes (lists become tuples)."""
+    import tensorflow as tf
+
+    if isinstance(types, dict):
+        return {k: _signature(t, shapes[k]) for k, t in types.items()}
+    if isinstance(types, (list, tuple)):
+        if not isinstance(shapes, (list, tuple)) or len(shapes) != len(types):
+            raise ValueError(f"`shapes` {shapes} does not match `types` {types}.")
+        return tuple(_signature(t, s) for t, s in zip(types, shapes, strict=True))
+    return tf.TensorSpec(shapes, types)
+
+
+def _conform(example, signature):
+    """Arrange an example like the signature (dicts stay dicts, lists become tuples)."""
+    if isinstance(signature, dict):
+        return {k: _conform(example[k], s) for k, s in signature.items()}
+    if isinstance(signature, tuple):
+        if len(example) != len(signature):
+            raise ValueError(f"An example has {len(example)} parts; `types` has {len(signature)}.")
+        return tuple(_conform(e, s) for e, s in zip(example, signature, strict=True))
+    return example
+
+
 class DataGenerator:
     """Batch template: subclass it and write `__iter__(self, random=False)`.
 
@@ -309,14 +343,13 @@ class DataGenerator:
         """
         import tensorflow as tf
 
-        generator = self.forfit
-        if names is not None:
-            wrap = _names_wrapper(names)
-            types, shapes = wrap(types), wrap(shapes)
-            generator = lambda: (wrap(d) for d in self.forfit())  # noqa: E731
-        signature = tf.nest.map_structure_up_to(
-            types, lambda t, s: tf.TensorSpec(s, t), types, shapes
-        )
+        wrap = (lambda d: d) if names is None else _names_wrapper(names)
+        signature = _signature(wrap(types), wrap(shapes))
+
+        def generator():
+            for example in self.forfit():
+                yield _conform(wrap(example), signature)
+
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         if self.bucket_boundaries is not None:
             return self._bucketed(dataset, signature)
@@ -341,11 +374,9 @@ class DataGenerator:
 
         def length(*example):
             flat = tf.nest.flatten(example)
-            n = tf.reduce_max([tf.shape(flat[k], out_type=tf.int64)[axis] for k, axis in dynamic])
+            n = tf.reduce_max([tf.shape(flat[k])[axis] for k, axis in dynamic])
             message = f"An example is longer than bucket_boundaries[-1]={top}; truncate it."
-            with tf.control_dependencies(
-                [tf.debugging.assert_less_equal(n, tf.cast(top, tf.int64), message)]
-            ):
+            with tf.control_dependencies([tf.debugging.assert_less_equal(n, top, message)]):
                 return tf.identity(n)
 
         return dataset.bucket_by_sequence_length(
@@ -453,21 +484,22 @@ def parallel_apply_generator(
 
 
 def _stop_workers(procs, in_queue, finished, dummy):
-    """Send each worker its stop signal; kill processes left busy by an early exit."""
-    if not finished:
-        try:
-            while True:
-                in_queue.get_nowait()
-        except queue.Empty:
-            pass
-        if not dummy:
-            for p in procs:
-                p.terminate()
-    for _ in procs:
-        in_queue.put(None)
-    if not dummy:
+    """Stop signal to each worker; processes left busy by an error or early close are killed."""
+    if dummy:
+        while not finished and not in_queue.empty():  # only this thread puts items
+            in_queue.get_nowait()
+        for _ in procs:
+            in_queue.put(None)
+        return
+    if finished:
+        for _ in procs:
+            in_queue.put(None)
+    else:
+        in_queue.cancel_join_thread()  # its pending items will never be read
         for p in procs:
-            p.join()
+            p.terminate()
+    for p in procs:
+        p.join()
 
 
 def _in_order(pairs):

@@ -3,7 +3,7 @@
 `Tokenizer` is Google BERT's BasicTokenizer + WordPiece (google-research/bert
 `tokenization.py`), every step run by the Rust `tokenizers` library:
 
-    clean      drop U+0000, U+FFFD and Cc/Cf except \\t \\n \\r; \\t \\n \\r and Zs -> ' '
+    clean      drop U+0000, U+FFFD and Cc/Cf except \\t \\n \\r (\\t \\n \\r and Zs are spaces)
     uncased    final Σ -> ς, lowercase, NFD, drop Mn (accents)
     split      at whitespace; each punctuation char (ASCII symbols, P*) and CJK ideograph alone
     wordpiece  greedy longest match first, '##' continuations; an unmatched word or one
@@ -18,6 +18,7 @@ Encoded layout (pattern 'S*E*E'): [CLS] a... [SEP] b... [SEP], segment ids 0...0
 """
 
 import functools
+import json
 import operator
 import os
 import sys
@@ -32,6 +33,7 @@ from bert4x.snippets import truncate_sequences
 __all__ = ["Tokenizer", "SpTokenizer", "TokenizerBase", "load_vocab", "save_vocab"]
 
 _PATTERNS = ("S*E*E", "S*ES*E")
+_CHUNK = 1024  # texts per call of the Rust backend in encode_batch
 _CJK_RANGES = (  # Google's _is_chinese_char blocks
     (0x4E00, 0x9FFF),
     (0x3400, 0x4DBF),
@@ -91,8 +93,8 @@ def _is_redundant(token):
     return len(token) > 1 and any(_is_cjk_character(c) or _is_punctuation(c) for c in _stem(token))
 
 
-def _regex_class(codes):
-    """Sorted code points -> onig character class '[\\x{41}-\\x{5a}...]'."""
+def _regex_ranges(codes):
+    """Sorted code points -> onig class body '\\x{41}-\\x{5a}\\x{5f}...'."""
     parts, start, prev = [], codes[0], codes[0]
     for code in codes[1:] + [None]:
         if code is not None and code == prev + 1:
@@ -101,44 +103,45 @@ def _regex_class(codes):
         parts.append(f"\\x{{{start:x}}}" + ("" if prev == start else f"-\\x{{{prev:x}}}"))
         if code is not None:
             start = prev = code
-    return "[" + "".join(parts) + "]"
+    return "".join(parts)
 
 
 @functools.cache
 def _unicode_classes():
-    """Regex classes of BERT's character rules from this Python's `unicodedata` (~0.3 s, once)."""
-    members = {"Cc": [], "Cf": [], "Zs": [], "Mn": [], "P": []}
+    """Regex class bodies of BERT's character rules from this Python's `unicodedata` (~0.3 s)."""
+    members = {"Cc": [], "Cf": [], "Mn": [], "P": []}
     for code in range(sys.maxunicode + 1):
         category = unicodedata.category(chr(code))
         key = "P" if category[0] == "P" else category
         if key in members:
             members[key].append(code)
     control = set(members["Cc"] + members["Cf"] + [0, 0xFFFD]) - {9, 10, 13}
-    space = (set(members["Zs"]) | {9, 10, 13}) - {32}
     split = set(members["P"])
     for lo, hi in _ASCII_PUNCTUATION + _CJK_RANGES:
         split.update(range(lo, hi + 1))
     return {
-        "control": _regex_class(sorted(control)),
-        "space": _regex_class(sorted(space)),
-        "accent": _regex_class(members["Mn"]),
-        "split": _regex_class(sorted(split)),
+        "control": _regex_ranges(sorted(control)),
+        "accent": _regex_ranges(members["Mn"]),
+        "split": _regex_ranges(sorted(split)),
     }
 
 
 def _build_wordpiece(token_dict, do_lower_case, word_maxlen):
-    """A `tokenizers.Tokenizer` running BERT's basic tokenizer and WordPiece (module docstring)."""
+    """A `tokenizers.Tokenizer` running BERT's basic tokenizer and WordPiece (module docstring).
+
+    Whitespace needs no mapping to ' ': the pre-tokenizer drops every White_Space char, a
+    superset of Google's (Zs, \\t, \\n, \\r) whose extra members are control chars (removed
+    first) and U+2028/U+2029 (which Python's str.split also splits at). One regex pass
+    keeps the words: runs of other chars, and each punctuation char or CJK ideograph alone.
+    """
     classes = _unicode_classes()
-    steps = [
-        normalizers.Replace(Regex(classes["control"]), ""),
-        normalizers.Replace(Regex(classes["space"]), " "),
-    ]
+    steps = [normalizers.Replace(Regex(f"[{classes['control']}]"), "")]
     if do_lower_case:
         steps += [
             normalizers.Replace(Regex(_FINAL_SIGMA), "ς"),
             normalizers.Lowercase(),
             normalizers.NFD(),
-            normalizers.Replace(Regex(classes["accent"]), ""),
+            normalizers.Replace(Regex(f"[{classes['accent']}]"), ""),
         ]
     backend = _Backend(
         models.WordPiece(
@@ -146,12 +149,9 @@ def _build_wordpiece(token_dict, do_lower_case, word_maxlen):
         )
     )
     backend.normalizer = normalizers.Sequence(steps)
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.WhitespaceSplit(),
-            pre_tokenizers.Split(Regex(classes["split"]), "isolated"),
-        ]
-    )
+    split = classes["split"]
+    words = Regex(f"[^\\s{split}]+|[{split}]")
+    backend.pre_tokenizer = pre_tokenizers.Split(words, behavior="removed", invert=True)
     return backend
 
 
@@ -182,16 +182,18 @@ def _check_token_dict(token_dict):
         raise ValueError(f"`token_dict` ids must be 0..{len(owners) - 1}; missing ids {missing}.")
 
 
-def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
-    """Read a BERT vocab.txt: line i holds token i (its first whitespace-separated field).
+def _vocab_file(path):
+    """`path`, or the vocab.txt (else tokenizer.json) inside a directory."""
+    if not os.path.isdir(path):
+        return path
+    for name in ("vocab.txt", "tokenizer.json"):
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise ValueError(f"Directory {os.fspath(path)!r} has neither vocab.txt nor tokenizer.json.")
 
-    With `simplified=True`, drop tokens the tokenizer can never produce (multi-char tokens
-    holding a CJK or punctuation char, e.g. '##的', '中国', '[CLS]') and return
-    `(token_dict, keep_tokens)`: the renumbered vocabulary and, for each new id, its old id
-    (pass it as `keep_tokens` to `build_transformer_model` to slice the embeddings). Tokens
-    in `startswith` (e.g. ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']) are kept first.
-    """
-    _check_path(dict_path, "dict_path")
+
+def _vocab_txt(dict_path, encoding):
+    """{token: line index} of a vocab.txt; a repeated token raises."""
     token_dict, lines = {}, {}
     with open(dict_path, encoding=encoding) as reader:
         for line_number, line in enumerate(reader, 1):
@@ -203,6 +205,48 @@ def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
                     f"line {lines[token]}; every token must appear once."
                 )
             token_dict[token], lines[token] = len(token_dict), line_number
+    return token_dict
+
+
+def _tokenizer_json_vocab(path):
+    """{token: id} of a Hugging Face tokenizer.json: model.vocab plus added_tokens."""
+    with open(path, encoding="utf-8") as reader:
+        try:
+            spec = json.load(reader)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{os.fspath(path)} is not valid JSON: {error}") from None
+    model = spec.get("model") if isinstance(spec, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "WordPiece":
+        kind = model.get("type") if isinstance(model, dict) else None
+        raise ValueError(
+            f"{os.fspath(path)} holds a {kind!r} tokenizer, not WordPiece; `Tokenizer` reads "
+            "BERT WordPiece vocabularies (use SpTokenizer for SentencePiece models)."
+        )
+    token_dict = dict(model.get("vocab", {}))
+    for token in spec.get("added_tokens") or []:
+        token_dict.setdefault(token["content"], token["id"])
+    _check_token_dict(token_dict)
+    return token_dict
+
+
+def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
+    """Read a BERT vocab.txt: line i holds token i (its first whitespace-separated field).
+
+    `dict_path` may also be a Hugging Face tokenizer.json (WordPiece model) or a directory
+    holding vocab.txt or tokenizer.json.
+
+    With `simplified=True`, drop tokens the tokenizer can never produce (multi-char tokens
+    holding a CJK or punctuation char, e.g. '##的', '中国', '[CLS]') and return
+    `(token_dict, keep_tokens)`: the renumbered vocabulary and, for each new id, its old id
+    (pass it as `keep_tokens` to `build_transformer_model` to slice the embeddings). Tokens
+    in `startswith` (e.g. ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']) are kept first.
+    """
+    _check_path(dict_path, "dict_path")
+    dict_path = _vocab_file(dict_path)
+    if os.fspath(dict_path).endswith(".json"):
+        token_dict = _tokenizer_json_vocab(dict_path)
+    else:
+        token_dict = _vocab_txt(dict_path, encoding)
     if not simplified:
         return token_dict
     startswith = list(startswith or [])
@@ -211,7 +255,9 @@ def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
             raise ValueError(f"`startswith` token {token!r} is not in {os.fspath(dict_path)}.")
     if len(set(startswith)) != len(startswith):
         raise ValueError(f"`startswith` repeats a token. Received: startswith={startswith}")
-    kept = startswith + [t for t in token_dict if t not in set(startswith) and not _is_redundant(t)]
+    first = set(startswith)
+    ordered = sorted(token_dict, key=token_dict.get)
+    kept = startswith + [t for t in ordered if t not in first and not _is_redundant(t)]
     return {t: i for i, t in enumerate(kept)}, [token_dict[t] for t in kept]
 
 
@@ -381,14 +427,16 @@ class TokenizerBase:
                 )
         self._check_maxlen(maxlen, second_texts, pattern)
         index = self._truncate_index(truncate_from)
-        start, end = self._token_start_id, self._token_end_id
-        ids = [[self._wrap(p, start, end) for p in self._encode_ids(t)] for t in texts]
-        pairs = (
-            zip(ids[0], ids[1], strict=True)
-            if len(ids) == 2
-            else ((first, None) for first in ids[0])
-        )
-        encoded = [self._assemble(a, b, maxlen, pattern, index) for a, b in pairs]
+        head = [] if self._token_start_id is None else [self._token_start_id]
+        tail = [] if self._token_end_id is None else [self._token_end_id]
+        ids = [[head + p + tail for p in self._encode_ids(t)] for t in texts]
+        if len(ids) == 1 and maxlen is None:  # nothing to cut or join
+            return ids[0], [[0] * len(x) for x in ids[0]]
+        seconds = ids[1] if len(ids) == 2 else [None] * len(ids[0])
+        encoded = [
+            self._assemble(a, b, maxlen, pattern, index)
+            for a, b in zip(ids[0], seconds, strict=True)
+        ]
         return [e[0] for e in encoded], [e[1] for e in encoded]
 
     @staticmethod
@@ -505,8 +553,11 @@ class Tokenizer(TokenizerBase):
     def _encode_ids(self, texts):
         if self._pre_tokenize is not None:
             return [self._pre_tokenized(text)[1] for text in texts]
-        encodings = self._backend.encode_batch_fast(texts, add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
+        ids = []
+        for k in range(0, len(texts), _CHUNK):  # bounded batches keep the allocations cheap
+            chunk = self._backend.encode_batch_fast(texts[k : k + _CHUNK], add_special_tokens=False)
+            ids.extend(encoding.ids for encoding in chunk)
+        return ids
 
     def _pre_tokenized(self, text):
         """(tokens, ids, spans) with `pre_tokenize` words: in-vocab words whole, others split."""
