@@ -19,7 +19,7 @@ setup(
         "tensorflow>=2.18",
         "numpy",
         "h5py",
-        "tokenizers",
+        "tokenizers>=0.20",
         "safetensors",
     ],
     extras_require={
