@@ -49,7 +49,8 @@ def extend_with_gradient_accumulation(base):
         Adam v sums squares of micro-gradients instead of squaring their mean.
         `iterations` counts updates (c // k): Adam's bias correction, learning-rate schedules,
         lookahead and EMA run on updates, not micro-batches. bert4keras applied each update
-        one chunk late; this is the corrected form.
+        one chunk late; this is the corrected form. In momentum mode the EG step-size
+        extension sees the last micro-batch's gradient, and lazy optimization is refused.
         """
 
         def __init__(self, *args, grad_accum_steps=2, grad_accum_mode="buffer", **kwargs):
@@ -61,8 +62,20 @@ def extend_with_gradient_accumulation(base):
                     f"Received: grad_accum_mode={grad_accum_mode!r}."
                 )
             self.grad_accum_mode = grad_accum_mode
+            if self.gradient_accumulation_steps:
+                raise ValueError(
+                    "Use either Keras's `gradient_accumulation_steps` or `grad_accum_steps`, "
+                    f"not both. Received: gradient_accumulation_steps="
+                    f"{self.gradient_accumulation_steps}, grad_accum_steps={grad_accum_steps}."
+                )
             if grad_accum_mode == "momentum":
                 _moment_decays(self)
+                if "LazyOptimization" in self._b4x_extensions:
+                    raise ValueError(
+                        "grad_accum_mode='momentum' cannot be combined with lazy optimization: "
+                        "without a buffer the rows touched earlier in a cycle are unknown. "
+                        "Use grad_accum_mode='buffer'."
+                    )
 
         @property
         def iterations(self):

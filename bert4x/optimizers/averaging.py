@@ -11,9 +11,9 @@ def extend_with_lookahead(base):
     """Returns `base` with lookahead slow weights (arXiv 1907.08610)."""
 
     class NewOptimizer(base):
-        """After every k-th update: φ ← φ + α(θ' − φ), θ' ← φ (k, α = `steps_per_slow_update`,
-        `slow_step_size`).
+        """φ ← φ + α(θ' − φ), θ' ← φ after every k-th update (arXiv 1907.08610).
 
+        k = `steps_per_slow_update`, α = `slow_step_size`; the fast weights θ follow the base.
         φ starts as θ_0, the weights at the first update, as in the paper (bert4keras started
         φ at zero, which scaled the weights by α at the first sync). So after k updates
         θ = θ_0 + α(θ_k^fast − θ_0).

@@ -45,6 +45,13 @@ class _Context:
         self.ema_backup = None
 
 
+def dense(gradient, variable):
+    """The gradient as a dense tensor of the variable's dtype (densifies tf.IndexedSlices)."""
+    if hasattr(gradient, "indices"):  # an embedding's sparse gradient
+        gradient = ops.add(ops.zeros(variable.shape, variable.dtype), gradient)
+    return ops.cast(gradient, variable.dtype)
+
+
 class DerivedOptimizer:
     """Mixin under every extension: routes the base's writes through the extension hooks.
 
@@ -59,9 +66,7 @@ class DerivedOptimizer:
         self._b4x = _Context()
 
     def update_step(self, gradient, variable, learning_rate):
-        if hasattr(gradient, "indices"):  # tf.IndexedSlices from an embedding: densify
-            gradient = ops.add(ops.zeros(variable.shape, variable.dtype), gradient)
-        gradient = ops.cast(gradient, variable.dtype)
+        gradient = dense(gradient, variable)
         index = self._get_variable_index(variable)
         gradient = self._prepare_gradient(index, gradient)
         step = _Step(index, variable, gradient, learning_rate)
@@ -171,9 +176,9 @@ def matches(path, patterns):
     return any(re.search(pattern, path) for pattern in patterns)
 
 
-def check_positive_int(value, argument, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{argument}` must be an integer >= {minimum}. Received: {value!r}.")
+def check_positive_int(value, argument):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{argument}` must be an integer >= 1. Received: {value!r}.")
     return value
 
 
@@ -277,18 +282,20 @@ class Adam(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        g = ops.cast(gradient, dtype)
+        g = dense(gradient, variable)  # as bert4keras: sparse gradients are densified
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
         b1, b2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
         self.assign(m, b1 * m + (1.0 - b1) * g)
         self.assign(v, b2 * v + (1.0 - b2) * ops.square(g))
-        m_hat, v_hat = ops.convert_to_tensor(m), ops.convert_to_tensor(v)
+        step_size, root_scale = lr, 1.0  # m̂ = m/(1 − β1^t), √v̂ = √v/√(1 − β2^t) as scalars
         if self.bias_correction:
             t = ops.cast(self.iterations + 1, dtype)
-            m_hat = m_hat / (1.0 - ops.power(b1, t))
-            v_hat = v_hat / (1.0 - ops.power(b2, t))
-        self.assign_sub(variable, lr * m_hat / (ops.sqrt(v_hat) + self.epsilon))
+            step_size = lr / (1.0 - ops.power(b1, t))
+            root_scale = 1.0 / ops.sqrt(1.0 - ops.power(b2, t))
+        m, v = ops.convert_to_tensor(m), ops.convert_to_tensor(v)  # the values just written
+        update = step_size * m / (root_scale * ops.sqrt(v) + self.epsilon)
+        self.assign_sub(variable, update)
 
     def get_config(self):
         config = super().get_config()

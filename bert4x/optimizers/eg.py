@@ -10,8 +10,11 @@ from bert4x.optimizers.base import check_range, optimizer_factory
 _TINY = 1e-10  # keeps u/(‖u‖ + tiny) at 0 for u = 0
 
 
-def _unit(x):
-    return x / (ops.sqrt(ops.sum(ops.square(x))) + _TINY)
+def _cosine(x, y):
+    """⟨x/(‖x‖ + tiny), y/(‖y‖ + tiny)⟩, computed as one pass of three sums."""
+    norm_x = ops.sqrt(ops.sum(ops.square(x))) + _TINY
+    norm_y = ops.sqrt(ops.sum(ops.square(y))) + _TINY
+    return ops.sum(x * y) / (norm_x * norm_y)
 
 
 def _check_bounds(low, high, names):
@@ -96,7 +99,7 @@ def extend_with_exponentiated_gradient_step_size(base):
         def _new_scale(self, index, g):
             h = ops.convert_to_tensor(self._eg_directions[index])
             if self.use_directions:
-                agreement = ops.sum(_unit(g) * _unit(h))
+                agreement = _cosine(g, h)
             else:
                 agreement = ops.sum(g * h)
             scale = ops.convert_to_tensor(self._eg_scales[index]) * ops.exp(
@@ -104,29 +107,29 @@ def extend_with_exponentiated_gradient_step_size(base):
             )
             return ops.clip(scale, self.min_scale, self.max_scale)
 
-        def _new_gain(self, index, g):
-            g_bar = ops.convert_to_tensor(self._eg_grad_averages[index])
+        def _new_gain(self, index, g, g_bar):
             if self.use_signs:
                 agreement = ops.sign(g) * ops.sign(g_bar)
             else:
                 t = ops.cast(self.iterations + 1, g.dtype)
                 correction = 1.0 - ops.power(self.beta, ops.maximum(t - 1.0, 1.0))
                 agreement = g * g_bar / correction
-            gain = ops.convert_to_tensor(self._eg_gains[index]) * ops.exp(
-                self.gain_learning_rate * agreement
-            )
-            g_bar_new = self.beta * g_bar + (1.0 - self.beta) * g
-            self._write_state(self._eg_grad_averages[index], g_bar_new)
+            gain = ops.convert_to_tensor(self._eg_gains[index])
+            gain = gain * ops.exp(self.gain_learning_rate * agreement)
             return ops.clip(gain, self.min_gain, self.max_gain)
 
         def _transform_update(self, step, old, new):
             new = super()._transform_update(step, old, new)
             index, g = step.index, step.gradient
             scale = self._new_scale(index, g)
-            direction = old - new
+            direction = old - new  # −Δ
             if self.per_coordinate:
-                gain = self._new_gain(index, g)
+                g_bar = ops.convert_to_tensor(self._eg_grad_averages[index])
+                gain = self._new_gain(index, g, g_bar)
                 self._write_state(self._eg_gains[index], gain)
+                self._write_state(
+                    self._eg_grad_averages[index], self.beta * g_bar + (1.0 - self.beta) * g
+                )
                 direction = gain * direction
             self._write_state(self._eg_scales[index], scale)
             self._write_state(self._eg_directions[index], direction)
