@@ -204,34 +204,30 @@ def training_table(args, peak):
                     results[(name, library, xla, policy)] = result and result["tokens_per_s"]
                     if result:
                         mfu = result["tokens_per_s"] * flops_per_token / peak["float32"]
+                        rate = result["tokens_per_s"]
                         print(
-                            f"| {name} | {library} | {xla} | {policy} | {result['tokens_per_s']:.0f} "
+                            f"| {name} | {library} | {xla} | {policy} | {rate:.0f} "
                             f"| {result['mb']:.0f} | {mfu:.1%} |",
                             flush=True,
                         )
     return results
 
 
+def best_rate(results, name, library):
+    """The highest tokens/s of `library` on config `name` over XLA and precision settings."""
+    values = [v for (n, lib, _, _), v in results.items() if n == name and lib == library and v]
+    return max(values) if values else float("nan")
+
+
 def ratio_table(args, results):
-    print(
-        "\n| config | bert4x best / KerasHub best | bert4x XLA / no XLA | bf16 / fp32 (bert4x XLA) |"
-    )
+    print("\n| config | bert4x best / KerasHub best | bert4x XLA / no XLA | bf16 / fp32 (XLA) |")
     print("|---|---|---|---|")
     for name in args.configs:
-
-        def best(library):
-            values = [
-                v for (n, lib, _, _), v in results.items() if n == name and lib == library and v
-            ]
-            return max(values) if values else float("nan")
-
-        xla = results.get((name, "bert4x", True, "float32"))
-        no_xla = results.get((name, "bert4x", False, "float32"))
-        bf16 = results.get((name, "bert4x", True, "mixed_bfloat16"))
-        print(
-            f"| {name} | {best('bert4x') / best('kerashub'):.2f} | "
-            f"{(xla or 0) / (no_xla or float('nan')):.2f} | {(bf16 or 0) / (xla or float('nan')):.2f} |"
-        )
+        xla = results.get((name, "bert4x", True, "float32")) or float("nan")
+        no_xla = results.get((name, "bert4x", False, "float32")) or float("nan")
+        bf16 = results.get((name, "bert4x", True, "mixed_bfloat16")) or float("nan")
+        hub = best_rate(results, name, "bert4x") / best_rate(results, name, "kerashub")
+        print(f"| {name} | {hub:.2f} | {xla / no_xla:.2f} | {bf16 / xla:.2f} |")
 
 
 def main():
