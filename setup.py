@@ -23,7 +23,7 @@ setup(
         "safetensors",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "hypothesis", "sentencepiece", "ruff"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "sentencepiece", "ruff", "cchess"],
         "jax": ["jax[cpu]"],
     },
 )

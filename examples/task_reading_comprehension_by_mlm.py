@@ -1,0 +1,228 @@
+"""Extractive reading comprehension as non-autoregressive MLM generation (kexue.fm/archives/7148).
+
+    python examples/task_reading_comprehension_by_mlm.py --smoke --output-dir /tmp/rc
+    python examples/task_reading_comprehension_by_mlm.py --demo --output-dir /tmp/rc_demo
+    python examples/task_reading_comprehension_by_mlm.py --config bert_config.json \
+        --checkpoint bert_model.ckpt --vocab vocab.txt --train WebQA.json --valid SogouQA.json
+
+Input [CLS] [MASK]*max_a_len [SEP] question [SEP] passage [SEP] (all segment 0); the MLM
+fills the masks with answer + [SEP]. Decoding is greedy per position, restricted to
+tokens that extend the prefix to a passage n-gram; score = mean chosen probability;
+passages vote with sum s^2 / (sum s + 1). Metric: Accuracy, F1, Final (Sogou script).
+"""
+
+import os
+import random
+
+import keras
+import numpy as np
+from keras import ops
+from reading_comprehension_common import (
+    SAMPLE,
+    clean_passage,
+    generate_demo_data,
+    gold_answers,
+    load_data,
+    mean_or_zero,
+    next_tokens,
+    score_answers,
+    training_answer,
+    trivial_baseline,
+    vote,
+)
+from task_common import (
+    DEMO_CONFIG,
+    TINY_CONFIG,
+    check_model_arguments,
+    common_parser,
+    random_model_files,
+    write_json_lines,
+)
+
+from bert4x.models import build_transformer_model
+from bert4x.optimizers import Adam
+from bert4x.snippets import DataGenerator, sequence_padding
+from bert4x.tokenizers import Tokenizer
+
+MAX_P_LEN, MAX_Q_LEN, MAX_A_LEN = 256, 64, 32
+BATCH_SIZE, EPOCHS, LEARNING_RATE = 32, 10, 1e-5
+DEMO_SIZES = dict(train=3000, valid=300, epochs=8, batch_size=32, learning_rate=1e-3,
+                  maxlen=64, max_q_len=16, max_a_len=8)  # fmt: skip
+
+
+def mlm_decode(probas, passage_ids, end_id):
+    """probas [A, V] -> (answer ids, mean chosen probability): greedy over passage n-grams + end."""
+    answer, scores = [], []
+    for p in probas:
+        allowed = sorted(next_tokens(answer, passage_ids) | {end_id})
+        token = allowed[int(np.argmax(p[allowed]))]
+        if token == end_id:
+            break
+        answer.append(token)
+        scores.append(p[token])
+    return answer, mean_or_zero(scores)
+
+
+class Encoder:
+    """Token ids of [CLS] [MASK]*A [SEP] q [SEP] p [SEP], all padded to one length."""
+
+    def __init__(self, tokenizer, max_p_len, max_q_len, max_a_len):
+        self.tokenizer, self.max_p_len, self.max_q_len, self.max_a_len = (
+            tokenizer, max_p_len, max_q_len, max_a_len)  # fmt: skip
+        self.length = max_a_len + max_q_len + max_p_len + 4
+
+    def pieces(self, text, maxlen):
+        return self.tokenizer.encode(text)[0][1:-1][:maxlen]
+
+    def inputs(self, question, passage):
+        t = self.tokenizer
+        q_ids, p_ids = self.pieces(question, self.max_q_len), self.pieces(passage, self.max_p_len)
+        ids = [t._token_start_id] + [t._token_mask_id] * self.max_a_len + [t._token_end_id]
+        return ids + q_ids + [t._token_end_id] + p_ids + [t._token_end_id], p_ids
+
+    def target(self, answer):
+        ids = self.pieces(answer, self.max_a_len - 1) + [self.tokenizer._token_end_id]
+        return ids + [0] * (self.max_a_len - len(ids))
+
+
+class Batches(DataGenerator):
+    """One random passage per question per epoch; its first fitting alternative is the target."""
+
+    def __init__(self, data, encoder, **kwargs):
+        super().__init__(data, **kwargs)
+        self.encoder = encoder
+
+    def __iter__(self, random=False):
+        token_ids, targets = [], []
+        for is_end, record in self.sample(random):
+            item = np.random.choice(record["passages"])
+            passage = clean_passage(item["passage"])
+            answer = training_answer(passage, item["answer"], self.encoder.max_p_len - 2)
+            token_ids.append(self.encoder.inputs(record["question"], passage)[0])
+            targets.append(self.encoder.target(answer))
+            if len(token_ids) == self.batch_size or is_end:
+                token_ids = sequence_padding(token_ids, length=self.encoder.length)
+                yield ((token_ids, np.zeros_like(token_ids), np.array(targets)),)
+                token_ids, targets = [], []
+
+
+class AnswerLoss(keras.layers.Layer):
+    """Cross entropy of the answer positions 1..A, averaged over non-zero targets."""
+
+    def call(self, targets, probas):
+        probas = probas[:, 1 : targets.shape[1] + 1]  # [b, A, V]
+        mask = ops.cast(targets > 0, "float32")
+        loss = ops.sparse_categorical_crossentropy(targets, probas)
+        self.add_loss(ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0))
+        return probas
+
+    def compute_mask(self, targets, probas, mask=None):
+        return None
+
+
+def build_models(args):
+    mlm = build_transformer_model(args.config, args.checkpoint, model=args.model, with_mlm=True)
+    targets = keras.Input((args.max_a_len,), dtype="int32", name="Input-Answer")
+    answer_probas = AnswerLoss(name="Answer-Loss")(targets, mlm.output)
+    train_model = keras.Model([*mlm.inputs, targets], answer_probas)
+    train_model.compile(optimizer=Adam(learning_rate=args.learning_rate), jit_compile=True)
+    mlm.compile(jit_compile=True)
+    return train_model, mlm
+
+
+def predict_answers(data, encoder, model, batch_size):
+    """{id: answer}: every passage decoded on its own, then the passages vote."""
+    rows, passage_ids = [], []
+    for record in data:
+        for item in record["passages"]:
+            ids, p_ids = encoder.inputs(record["question"], clean_passage(item["passage"]))
+            rows.append(ids)
+            passage_ids.append(p_ids)
+    token_ids = sequence_padding(rows, length=encoder.length)
+    probas = model.predict([token_ids, np.zeros_like(token_ids)], batch_size=batch_size, verbose=0)
+    probas = probas[:, 1 : encoder.max_a_len + 1]
+    predictions, row = {}, 0
+    for record in data:
+        candidates = []
+        for _ in record["passages"]:
+            ids, score = mlm_decode(probas[row], passage_ids[row], encoder.tokenizer._token_end_id)
+            candidates.append((encoder.tokenizer.decode(ids), score))
+            row += 1
+        predictions[record["id"]] = vote(candidates)
+    return predictions
+
+
+class Evaluator(keras.callbacks.Callback):
+    """Accuracy/F1/Final on --valid each epoch; the best Final is saved as best_model.weights.h5."""
+
+    def __init__(self, evaluate_fn, output_dir):
+        super().__init__()
+        self.evaluate_fn, self.output_dir, self.best = evaluate_fn, output_dir, -1.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy, f1, final = self.evaluate_fn(os.path.join(self.output_dir, "valid_pred.json"))
+        if final >= self.best:
+            self.best = final
+            self.model.save_weights(os.path.join(self.output_dir, "best_model.weights.h5"))
+        print(f"\nepoch {epoch + 1}: Accuracy: {accuracy:.5f}, F1: {f1:.5f}, "
+              f"Final: {final:.5f}, best Final: {self.best:.5f}")  # fmt: skip
+
+
+def evaluate(data, encoder, model, batch_size, path):
+    predictions = predict_answers(data, encoder, model, batch_size)
+    golds = {r["id"]: gold_answers(r) for r in data}
+    write_json_lines(path, [dict(id=r["id"], question=r["question"], answer=predictions[r["id"]],
+                                 golds=golds[r["id"]]) for r in data])  # fmt: skip
+    return score_answers(predictions, golds)
+
+
+def main():
+    parser = common_parser(__doc__.split("\n")[0], MAX_P_LEN, BATCH_SIZE, EPOCHS, LEARNING_RATE)
+    parser.add_argument("--max-q-len", type=int, default=MAX_Q_LEN)
+    parser.add_argument("--max-a-len", type=int, default=MAX_A_LEN)
+    args = parser.parse_args()  # --maxlen is the passage length in tokens
+    check_model_arguments(parser, args)
+    random.seed(args.seed)
+    keras.utils.set_random_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    if args.demo:
+        rng = random.Random(args.seed)
+        train, valid = (
+            generate_demo_data(DEMO_SIZES["train"], rng),
+            generate_demo_data(DEMO_SIZES["valid"], rng),
+        )
+        for key in ("epochs", "batch_size", "learning_rate", "maxlen", "max_q_len", "max_a_len"):
+            setattr(args, key, DEMO_SIZES[key])
+    else:
+        train, valid = load_data(args.train or SAMPLE), load_data(args.valid or SAMPLE)
+    if args.smoke:
+        args.epochs, args.steps_per_epoch, args.batch_size = 1, 3, 8
+        args.maxlen, args.max_q_len, args.max_a_len = 48, 16, 8
+    if not args.checkpoint:
+        texts = [r["question"] + p["passage"] for r in train + valid for p in r["passages"]]
+        config = TINY_CONFIG if args.smoke else DEMO_CONFIG
+        args.config, args.checkpoint, args.vocab = random_model_files(
+            args.output_dir, texts, config, args.model
+        )
+    tokenizer = Tokenizer(args.vocab, do_lower_case=True)
+    encoder = Encoder(tokenizer, args.maxlen, args.max_q_len, args.max_a_len)
+    train_model, mlm = build_models(args)
+
+    def evaluate_fn(path):
+        return evaluate(valid, encoder, mlm, 64, path)
+
+    if args.demo:
+        accuracy, f1, final = trivial_baseline(valid, random.Random(0))
+        print(f"baseline (random span of the answer's length): Accuracy: {accuracy:.5f}, "
+              f"F1: {f1:.5f}, Final: {final:.5f}")  # fmt: skip
+    batches = Batches(train, encoder, batch_size=args.batch_size)
+    train_model.fit(
+        batches.forfit(),
+        steps_per_epoch=args.steps_per_epoch or len(batches),
+        epochs=args.epochs,
+        callbacks=[Evaluator(evaluate_fn, args.output_dir)],
+    )
+
+
+if __name__ == "__main__":
+    main()
