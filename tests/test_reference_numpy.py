@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 import reference_numpy as ref  # tests/ is on sys.path (rootdir-less test dir)
 
 CONFIG = dict(

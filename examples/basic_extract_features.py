@@ -1,0 +1,64 @@
+"""Extract token features and a sentence vector with a pretrained BERT.
+
+    python examples/basic_extract_features.py --smoke            # tiny random model
+    python examples/basic_extract_features.py --config bert_config.json \
+        --checkpoint bert_model.ckpt --vocab vocab.txt --text "语言模型"
+
+Prints the shape of the last hidden states [1, n, d], the first values of each token's vector,
+and --output saves them as .npy.
+"""
+
+import argparse
+
+import numpy as np
+from task_common import TINY_CONFIG, random_model_files
+
+from bert4x.models import build_transformer_model
+from bert4x.tokenizers import Tokenizer
+
+TEXT = "语言模型"
+SHOW = 4  # values printed per token
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--config", help="bert_config.json of the pretrained model")
+    add("--checkpoint", help="original TF checkpoint prefix (bert_model.ckpt)")
+    add("--vocab", help="vocab.txt of the checkpoint")
+    add("--model", default="bert", help="bert, roberta, albert, roformer, ...")
+    add("--text", default=TEXT)
+    add("--output", help="save the [n, d] features as this .npy file")
+    add("--output-dir", default="features_output", help="where --smoke writes its model")
+    add("--smoke", action="store_true", help="tiny random model")
+    args = parser.parse_args()
+    if args.checkpoint and not (args.config and args.vocab):
+        parser.error("--checkpoint needs --config and --vocab")
+    if not (args.smoke or args.checkpoint):
+        parser.error("give --config --checkpoint --vocab (or --smoke)")
+    return args
+
+
+def main():
+    args = parse_args()
+    if args.smoke:
+        config, checkpoint, vocab = random_model_files(args.output_dir, [args.text], TINY_CONFIG)
+    else:
+        config, checkpoint, vocab = args.config, args.checkpoint, args.vocab
+    tokenizer = Tokenizer(vocab, do_lower_case=True)
+    model = build_transformer_model(config, checkpoint, model=args.model)
+    token_ids, segment_ids = tokenizer.encode(args.text)
+    features = np.asarray(
+        model.predict([np.array([token_ids]), np.array([segment_ids])], verbose=0)
+    )
+    print(f"features shape: {features.shape}")  # [1, n, d]
+    for token, vector in zip(tokenizer.ids_to_tokens(token_ids), features[0]):
+        print(f"{token}\t" + " ".join(f"{v:+.4f}" for v in vector[:SHOW]) + " ...")
+    print(f"sentence vector (mean over tokens) norm: {np.linalg.norm(features[0].mean(0)):.4f}")
+    if args.output:
+        np.save(args.output, features[0])
+        print(f"saved {args.output}")
+
+
+if __name__ == "__main__":
+    main()
