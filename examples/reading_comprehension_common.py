@@ -5,14 +5,25 @@ answer '' means no answer in that passage, a space separates accepted alternativ
 """
 
 import os
+import random
 import re
 import unicodedata
 from collections import Counter
 
+import keras
 import numpy as np
-from task_common import DATASETS, read_json_list
+from task_common import (
+    DATASETS,
+    DEMO_CONFIG,
+    TINY_CONFIG,
+    check_model_arguments,
+    random_model_files,
+    read_json_list,
+)
 
 SAMPLE = os.path.join(DATASETS, "webqa_sample.json")
+DEMO_SIZES = dict(train=3000, valid=300, epochs=8, batch_size=32, learning_rate=1e-3,
+                  maxlen=64, max_q_len=16, max_a_len=8)  # fmt: skip
 PASSAGE_SEPARATORS = re.compile("[ 、；，]")
 
 
@@ -137,3 +148,35 @@ def trivial_baseline(data, rng):
 
 def mean_or_zero(values):
     return float(np.mean(values)) if len(values) else 0.0
+
+
+def prepare_run(parser, args):
+    """Seed, make --output-dir and return (train, valid) for both reading-comprehension scripts.
+
+    --demo generates questions (DEMO_SIZES), otherwise --train/--valid or the bundled
+    sample are read; --smoke shrinks every size; without --checkpoint a random model
+    and a character vocabulary are written to --output-dir.
+    """
+    check_model_arguments(parser, args)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    keras.utils.set_random_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    if args.demo:
+        rng = random.Random(args.seed)
+        train = generate_demo_data(DEMO_SIZES["train"], rng)
+        valid = generate_demo_data(DEMO_SIZES["valid"], rng)
+        for key in ("epochs", "batch_size", "learning_rate", "maxlen", "max_q_len", "max_a_len"):
+            setattr(args, key, DEMO_SIZES[key])
+    else:
+        train, valid = load_data(args.train or SAMPLE), load_data(args.valid or SAMPLE)
+    if args.smoke:
+        args.epochs, args.steps_per_epoch, args.batch_size = 1, 3, 8
+        args.maxlen, args.max_q_len, args.max_a_len = 48, 16, 8
+    if not args.checkpoint:
+        texts = [r["question"] + p["passage"] for r in train + valid for p in r["passages"]]
+        config = TINY_CONFIG if args.smoke else DEMO_CONFIG
+        args.config, args.checkpoint, args.vocab = random_model_files(
+            args.output_dir, texts, config, args.model
+        )
+    return train, valid

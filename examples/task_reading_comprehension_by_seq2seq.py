@@ -14,29 +14,22 @@ extractive mode (default) tokens that do not continue an n-gram of a passage get
 before merging. Metric: Accuracy, F1, Final (Sogou script).
 """
 
-import os
 import random
 
 import keras
 import numpy as np
 from keras import ops
 from reading_comprehension_common import (
-    SAMPLE,
     clean_passage,
-    generate_demo_data,
     gold_answers,
-    load_data,
     next_tokens,
+    prepare_run,
     score_answers,
     training_answer,
     trivial_baseline,
 )
 from task_common import (
-    DEMO_CONFIG,
-    TINY_CONFIG,
-    check_model_arguments,
     common_parser,
-    random_model_files,
     write_json_lines,
 )
 from task_reading_comprehension_by_mlm import Evaluator
@@ -49,8 +42,6 @@ from bert4x.tokenizers import Tokenizer
 
 MAX_P_LEN, MAX_Q_LEN, MAX_A_LEN = 256, 64, 32
 BATCH_SIZE, EPOCHS, LEARNING_RATE, TOPK = 32, 10, 1e-5, 1
-DEMO_SIZES = dict(train=3000, valid=300, epochs=8, batch_size=32, learning_rate=1e-3,
-                  maxlen=64, max_q_len=16, max_a_len=8)  # fmt: skip
 
 
 class Encoder:
@@ -242,30 +233,7 @@ def main():
     parser.add_argument("--topk", type=int, default=TOPK, help="beam width")
     parser.add_argument("--mode", choices=["extractive", "generative"], default="extractive")
     args = parser.parse_args()  # --maxlen is the passage length in tokens
-    check_model_arguments(parser, args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    keras.utils.set_random_seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
-    if args.demo:
-        rng = random.Random(args.seed)
-        train, valid = (
-            generate_demo_data(DEMO_SIZES["train"], rng),
-            generate_demo_data(DEMO_SIZES["valid"], rng),
-        )
-        for key in ("epochs", "batch_size", "learning_rate", "maxlen", "max_q_len", "max_a_len"):
-            setattr(args, key, DEMO_SIZES[key])
-    else:
-        train, valid = load_data(args.train or SAMPLE), load_data(args.valid or SAMPLE)
-    if args.smoke:
-        args.epochs, args.steps_per_epoch, args.batch_size = 1, 3, 8
-        args.maxlen, args.max_q_len, args.max_a_len = 48, 16, 8
-    if not args.checkpoint:
-        texts = [r["question"] + p["passage"] for r in train + valid for p in r["passages"]]
-        config = TINY_CONFIG if args.smoke else DEMO_CONFIG
-        args.config, args.checkpoint, args.vocab = random_model_files(
-            args.output_dir, texts, config, args.model
-        )
+    train, valid = prepare_run(parser, args)
     tokenizer = Tokenizer(args.vocab, do_lower_case=True)
     encoder = Encoder(tokenizer, args.maxlen, args.max_q_len, args.max_a_len)
     train_model, decoder_model = build_models(args)

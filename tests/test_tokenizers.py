@@ -220,6 +220,7 @@ def check_rematch(tokenizer, text, lower):
 
 
 def test_rematch_maps_tokens_back_to_text(case, corpus, corpus_chars):
+    """check_rematch asserts each span's normalised text equals its token, spans increase."""
     lower, _, tokenizer = case
     for line in corpus:
         check_rematch(tokenizer, line, lower)
