@@ -55,9 +55,11 @@ class DictCheckpoint:
         self.variables = variables
 
     def get_variable_to_shape_map(self):
+        """{name: shape} of every array."""
         return {name: list(np.shape(value)) for name, value in self.variables.items()}
 
     def get_tensor(self, name):
+        """The array called `name`."""
         return np.asarray(self.variables[name])
 
 

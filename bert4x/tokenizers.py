@@ -341,15 +341,19 @@ class TokenizerBase:
         return tokens
 
     def token_to_id(self, token):
+        """Id of `token` (subclasses define the unknown-token rule)."""
         raise NotImplementedError
 
     def id_to_token(self, i):
+        """Token of id `i`; ValueError for ids outside the vocabulary."""
         raise NotImplementedError
 
     def tokens_to_ids(self, tokens):
+        """[token_to_id(t) for t in tokens]."""
         return [self.token_to_id(token) for token in tokens]
 
     def ids_to_tokens(self, ids):
+        """[id_to_token(i) for i in ids]."""
         return [self.id_to_token(i) for i in ids]
 
     def _check_maxlen(self, maxlen, second, pattern):
@@ -527,10 +531,12 @@ class Tokenizer(TokenizerBase):
         return self._token_dict.get(token, self._token_unk_id)
 
     def tokens_to_ids(self, tokens):
+        """Ids of `tokens`; the [UNK] id for tokens outside the vocabulary."""
         get, unk = self._token_dict.get, self._token_unk_id
         return [get(token, unk) for token in tokens]
 
     def id_to_token(self, i):
+        """Token of id `i`; ValueError for ids outside the vocabulary."""
         try:
             return self._token_dict_inv[operator.index(i)]
         except (KeyError, TypeError):
@@ -672,6 +678,7 @@ class SpTokenizer(TokenizerBase):
         return self.sp_model.piece_to_id(token)
 
     def id_to_token(self, i):
+        """Piece of id `i`; ValueError for ids outside the model."""
         if isinstance(i, bool) or not 0 <= operator.index(i) < self._vocab_size:
             raise ValueError(f"id {i!r} is not in the model (ids 0..{self._vocab_size - 1}).")
         return self.sp_model.id_to_piece(operator.index(i))

@@ -100,6 +100,7 @@ def block_rules(tf_scope, hf_scope):
 
 
 def albert_rules():
+    """Original <-> Hugging Face name rules of ALBERT (one shared block)."""
     tf_block = "bert/encoder/transformer/group_0/inner_group_0"
     hf_block = "albert.encoder.albert_layer_groups.0.albert_layers.0"
     return [
@@ -137,6 +138,7 @@ def electra_rules(generator):
 
 
 def roberta_rules():
+    """Original <-> Hugging Face name rules of RoBERTa (BERT names under `roberta.`)."""
     return [
         *embedding_rules("bert", "roberta"),
         *block_rules("bert/encoder", "roberta.encoder"),
@@ -190,6 +192,7 @@ class Family:
 
 
 def roformer_rules():
+    """Original <-> Hugging Face name rules of RoFormer (no position table)."""
     return [
         *embedding_rules("bert", "roformer"),
         ("bert/encoder/embedding_hidden_mapping_in", "roformer.embeddings_project", DENSE),
@@ -199,6 +202,7 @@ def roformer_rules():
 
 
 def bert_rules():
+    """Original <-> Hugging Face name rules of BERT."""
     return [
         *embedding_rules("bert", "bert"),
         *block_rules("bert/encoder", "bert.encoder"),
@@ -232,6 +236,7 @@ def refuse_pickle(path):
 
 
 def is_pickle(path):
+    """True for PyTorch pickle files (.bin, .pt, ...), which bert4x refuses to open."""
     return os.fspath(path).endswith(PICKLE_SUFFIXES)
 
 
@@ -276,6 +281,7 @@ def read_safetensors(path, key=None):
 
 
 def read_json(path):
+    """The JSON content of `path`; ValueError naming the file when it is not JSON."""
     with open(path, encoding="utf-8") as file:
         try:
             return json.load(file)
@@ -360,9 +366,11 @@ class SafetensorsCheckpoint:
         return (1 if pad is None else int(pad)) + 1
 
     def get_variable_to_shape_map(self):
+        """{original name: shape} of every tensor the file provides."""
         return dict(self.shapes)
 
     def get_tensor(self, name):
+        """The array stored for original name `name` (HF tensor, transposed where HF is)."""
         key, transposed = self.sources[name]
         value = read_safetensors(self.tensors[key][0], key)
         value = value[self._position_offset(name) :]

@@ -372,6 +372,7 @@ class TensorBundleReader:
             raise ValueError(f"{index_path!r} was written on a big-endian machine; not supported")
 
     def get_variable_to_shape_map(self):
+        """{name: shape} of every tensor in the checkpoint."""
         return {name: list(entry["shape"]) for name, entry in self.entries.items()}
 
     def get_variable_to_dtype_map(self):
@@ -379,9 +380,11 @@ class TensorBundleReader:
         return {name: self._dtype(entry) for name, entry in self.entries.items()}
 
     def has_tensor(self, name):
+        """True when the checkpoint holds a tensor called `name`."""
         return name in self.entries
 
     def get_tensor(self, name):
+        """The numpy value of tensor `name`, checksum verified within max_checksum_bytes."""
         if name not in self.entries:
             raise ValueError(f"checkpoint {self.prefix!r} has no tensor {name!r}")
         entry = self.entries[name]

@@ -44,6 +44,7 @@ class BERT(Transformer):
         self.shared_segment_embeddings = shared_segment_embeddings
 
     def get_inputs(self):
+        """Input-Token, Input-Segment (unless segment_vocab_size=0), Input-Position (custom ids)."""
         shape = (self.sequence_length,)
         inputs = [self.apply(layer=keras.Input, shape=shape, dtype="int32", name="Input-Token")]
         if self.segment_vocab_size > 0:

@@ -178,6 +178,7 @@ class Transformer:
         )
 
     def dropout(self, x, name):
+        """Dropout named `name` at the model's dropout_rate (no layer when the rate is 0)."""
         return self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=name)
 
     def compute_attention_bias(self, inputs):
@@ -199,15 +200,19 @@ class Transformer:
         return self.attention_bias
 
     def get_inputs(self):
+        """The model's keras.Input tensors (token ids, segment ids, ...)."""
         raise NotImplementedError
 
     def apply_embeddings(self, inputs):
+        """Embedding layers from the inputs to the first block's input [b, n, D]."""
         raise NotImplementedError
 
     def apply_main_layers(self, x, index):
+        """Transformer block `index` applied to x [b, n, D]."""
         raise NotImplementedError
 
     def apply_final_layers(self, x):
+        """Heads on the last hidden states; the model's outputs."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- checkpoints

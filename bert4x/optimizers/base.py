@@ -177,6 +177,7 @@ def matches(path, patterns):
 
 
 def check_positive_int(value, argument):
+    """`value` when it is an int >= 1 (bools excluded); ValueError naming `argument` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{argument}` must be an integer >= 1. Received: {value!r}.")
     return value
