@@ -11,7 +11,7 @@ and --output saves them as .npy.
 import argparse
 
 import numpy as np
-from task_common import TINY_CONFIG, random_model_files
+from task_common import TINY_CONFIG, random_model_files, require_model
 
 from bert4x.models import build_transformer_model
 from bert4x.tokenizers import Tokenizer
@@ -32,10 +32,7 @@ def parse_args():
     add("--output-dir", default="features_output", help="where --smoke writes its model")
     add("--smoke", action="store_true", help="tiny random model")
     args = parser.parse_args()
-    if args.checkpoint and not (args.config and args.vocab):
-        parser.error("--checkpoint needs --config and --vocab")
-    if not (args.smoke or args.checkpoint):
-        parser.error("give --config --checkpoint --vocab (or --smoke)")
+    require_model(parser, args)
     return args
 
 

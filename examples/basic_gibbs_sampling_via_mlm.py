@@ -17,7 +17,7 @@ import os
 import random
 
 import keras
-from task_common import DATASETS, TINY_CONFIG, random_model_files
+from task_common import DATASETS, TINY_CONFIG, random_model_files, require_config_and_vocab
 
 from bert4x.models import build_transformer_model
 from bert4x.sampling import gibbs_sample
@@ -54,8 +54,7 @@ def parse_args():
     add("--seed", type=int, default=42)
     add("--smoke", action="store_true", help="tiny random model, a few steps")
     args = parser.parse_args()
-    if args.checkpoint and not (args.config and args.vocab):
-        parser.error("--checkpoint needs --config and --vocab")
+    require_config_and_vocab(parser, args)
     if not 1 <= args.minlen <= args.maxlen:
         parser.error(f"need 1 <= --minlen <= --maxlen, got {args.minlen}, {args.maxlen}")
     if args.smoke:

@@ -15,7 +15,7 @@ import argparse
 
 import keras
 import numpy as np
-from task_common import TINY_CONFIG, random_model_files
+from task_common import TINY_CONFIG, random_model_files, require_model
 
 from bert4x.attribution import METHODS, integrated_gradients
 from bert4x.models import build_transformer_model
@@ -45,10 +45,7 @@ def parse_args():
     add("--output-dir", default="ig_output", help="where --smoke writes its model")
     add("--smoke", action="store_true", help="tiny random model, few steps")
     args = parser.parse_args()
-    if args.checkpoint and not (args.config and args.vocab):
-        parser.error("--checkpoint needs --config and --vocab")
-    if not (args.smoke or args.checkpoint):
-        parser.error("give --config --checkpoint --vocab (or --smoke)")
+    require_model(parser, args)
     return args
 
 

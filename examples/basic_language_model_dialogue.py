@@ -21,7 +21,14 @@ import random
 import keras
 import numpy as np
 from keras import ops
-from task_common import DATASETS, DEMO_CONFIG, TINY_CONFIG, common_parser, random_model_files
+from task_common import (
+    DATASETS,
+    DEMO_CONFIG,
+    TINY_CONFIG,
+    common_parser,
+    random_model_files,
+    require_config_and_vocab,
+)
 
 from bert4x.generation import generate
 from bert4x.models import build_transformer_model
@@ -146,8 +153,7 @@ def main():
     parser.add_argument("--grad-accum-steps", type=int, default=GRAD_ACCUM_STEPS)
     parser.add_argument("--context", nargs="+", help="utterances to reply to after training")
     args = parser.parse_args()
-    if args.checkpoint and not (args.config and args.vocab):
-        parser.error("--checkpoint needs --config and --vocab")
+    require_config_and_vocab(parser, args)
     if not (args.smoke or args.demo or args.train):
         parser.error("give --train (or --smoke / --demo to train on the bundled sample)")
     if args.smoke:

@@ -16,7 +16,7 @@ import os
 
 import keras
 import numpy as np
-from task_common import DATASETS, TINY_CONFIG, check_exists, random_model_files
+from task_common import DATASETS, TINY_CONFIG, check_exists, random_model_files, require_model
 
 from bert4x.models import build_transformer_model
 from bert4x.snippets import sequence_padding
@@ -46,10 +46,7 @@ def parse_args():
     add("--output-dir", default="whitening_output", help="where --smoke writes its model")
     add("--smoke", action="store_true", help="tiny random model on the bundled sample")
     args = parser.parse_args()
-    if args.checkpoint and not (args.config and args.vocab):
-        parser.error("--checkpoint needs --config and --vocab")
-    if not (args.smoke or args.checkpoint):
-        parser.error("give --config --checkpoint --vocab (or --smoke)")
+    require_model(parser, args)
     return args
 
 

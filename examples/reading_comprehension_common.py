@@ -180,3 +180,33 @@ def prepare_run(parser, args):
             args.output_dir, texts, config, args.model
         )
     return train, valid
+
+
+class Evaluator(keras.callbacks.Callback):
+    """Accuracy/F1/Final on --valid each epoch; the best Final is saved as best_model.weights.h5."""
+
+    def __init__(self, evaluate_fn, output_dir):
+        super().__init__()
+        self.evaluate_fn, self.output_dir, self.best = evaluate_fn, output_dir, -1.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy, f1, final = self.evaluate_fn(os.path.join(self.output_dir, "valid_pred.json"))
+        if final >= self.best:
+            self.best = final
+            self.model.save_weights(os.path.join(self.output_dir, "best_model.weights.h5"))
+        print(f"\nepoch {epoch + 1}: Accuracy: {accuracy:.5f}, F1: {f1:.5f}, "
+              f"Final: {final:.5f}, best Final: {self.best:.5f}")  # fmt: skip
+
+
+def train_and_evaluate(train_model, batches, valid, evaluate_fn, args):
+    """Fit on `batches`, scoring --valid every epoch; --demo first prints the baseline."""
+    if args.demo:
+        accuracy, f1, final = trivial_baseline(valid, random.Random(0))
+        print(f"baseline (random span of the answer's length): Accuracy: {accuracy:.5f}, "
+              f"F1: {f1:.5f}, Final: {final:.5f}")  # fmt: skip
+    train_model.fit(
+        batches.forfit(),
+        steps_per_epoch=args.steps_per_epoch or len(batches),
+        epochs=args.epochs,
+        callbacks=[Evaluator(evaluate_fn, args.output_dir)],
+    )

@@ -50,9 +50,22 @@ def common_parser(description, maxlen, batch_size, epochs, learning_rate):
     return parser
 
 
-def check_model_arguments(parser, args):
+def require_config_and_vocab(parser, args):
+    """A --checkpoint is only readable with its --config and --vocab."""
     if args.checkpoint and not (args.config and args.vocab):
         parser.error("--checkpoint needs --config and --vocab")
+
+
+def require_model(parser, args):
+    """The basic examples need a real checkpoint (with config and vocab) or --smoke."""
+    require_config_and_vocab(parser, args)
+    if not (args.smoke or args.checkpoint):
+        parser.error("give --config --checkpoint --vocab (or --smoke)")
+
+
+def check_model_arguments(parser, args):
+    """Task scripts: a readable checkpoint, and --train/--valid unless --smoke or --demo."""
+    require_config_and_vocab(parser, args)
     if not (args.smoke or args.demo) and not (args.train and args.valid):
         parser.error("give --train and --valid (or --smoke / --demo)")
 

@@ -11,9 +11,6 @@ tokens that extend the prefix to a passage n-gram; score = mean chosen probabili
 passages vote with sum s^2 / (sum s + 1). Metric: Accuracy, F1, Final (Sogou script).
 """
 
-import os
-import random
-
 import keras
 import numpy as np
 from keras import ops
@@ -24,8 +21,8 @@ from reading_comprehension_common import (
     next_tokens,
     prepare_run,
     score_answers,
+    train_and_evaluate,
     training_answer,
-    trivial_baseline,
     vote,
 )
 from task_common import (
@@ -144,22 +141,6 @@ def predict_answers(data, encoder, model, batch_size):
     return predictions
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Accuracy/F1/Final on --valid each epoch; the best Final is saved as best_model.weights.h5."""
-
-    def __init__(self, evaluate_fn, output_dir):
-        super().__init__()
-        self.evaluate_fn, self.output_dir, self.best = evaluate_fn, output_dir, -1.0
-
-    def on_epoch_end(self, epoch, logs=None):
-        accuracy, f1, final = self.evaluate_fn(os.path.join(self.output_dir, "valid_pred.json"))
-        if final >= self.best:
-            self.best = final
-            self.model.save_weights(os.path.join(self.output_dir, "best_model.weights.h5"))
-        print(f"\nepoch {epoch + 1}: Accuracy: {accuracy:.5f}, F1: {f1:.5f}, "
-              f"Final: {final:.5f}, best Final: {self.best:.5f}")  # fmt: skip
-
-
 def evaluate(data, encoder, model, batch_size, path):
     predictions = predict_answers(data, encoder, model, batch_size)
     golds = {r["id"]: gold_answers(r) for r in data}
@@ -181,17 +162,8 @@ def main():
     def evaluate_fn(path):
         return evaluate(valid, encoder, mlm, 64, path)
 
-    if args.demo:
-        accuracy, f1, final = trivial_baseline(valid, random.Random(0))
-        print(f"baseline (random span of the answer's length): Accuracy: {accuracy:.5f}, "
-              f"F1: {f1:.5f}, Final: {final:.5f}")  # fmt: skip
     batches = Batches(train, encoder, batch_size=args.batch_size)
-    train_model.fit(
-        batches.forfit(),
-        steps_per_epoch=args.steps_per_epoch or len(batches),
-        epochs=args.epochs,
-        callbacks=[Evaluator(evaluate_fn, args.output_dir)],
-    )
+    train_and_evaluate(train_model, batches, valid, evaluate_fn, args)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ extractive mode (default) tokens that do not continue an n-gram of a passage get
 before merging. Metric: Accuracy, F1, Final (Sogou script).
 """
 
-import random
-
 import keras
 import numpy as np
 from keras import ops
@@ -25,14 +23,13 @@ from reading_comprehension_common import (
     next_tokens,
     prepare_run,
     score_answers,
+    train_and_evaluate,
     training_answer,
-    trivial_baseline,
 )
 from task_common import (
     common_parser,
     write_json_lines,
 )
-from task_reading_comprehension_by_mlm import Evaluator
 
 from bert4x.decoding import AutoRegressiveDecoder
 from bert4x.models import build_transformer_model
@@ -243,17 +240,8 @@ def main():
     def evaluate_fn(path):
         return evaluate(valid, reader, args.topk, path)
 
-    if args.demo:
-        accuracy, f1, final = trivial_baseline(valid, random.Random(0))
-        print(f"baseline (random span of the answer's length): Accuracy: {accuracy:.5f}, "
-              f"F1: {f1:.5f}, Final: {final:.5f}")  # fmt: skip
     batches = Batches(train, encoder, batch_size=args.batch_size)
-    train_model.fit(
-        batches.forfit(),
-        steps_per_epoch=args.steps_per_epoch or len(batches),
-        epochs=args.epochs,
-        callbacks=[Evaluator(evaluate_fn, args.output_dir)],
-    )
+    train_and_evaluate(train_model, batches, valid, evaluate_fn, args)
 
 
 if __name__ == "__main__":
