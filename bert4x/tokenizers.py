@@ -1,13 +1,20 @@
 """Tokenizers with the bert4keras API: `Tokenizer` (BERT WordPiece) and `SpTokenizer`.
 
 `Tokenizer` is Google BERT's BasicTokenizer + WordPiece (google-research/bert
-`tokenization.py`), every step run by the Rust `tokenizers` library:
+`tokenization.py`):
 
     clean      drop U+0000, U+FFFD and Cc/Cf except \\t \\n \\r (\\t \\n \\r and Zs are spaces)
     uncased    final Σ -> ς, lowercase, NFD, drop Mn (accents)
     split      at whitespace; each punctuation char (ASCII symbols, P*) and CJK ideograph alone
     wordpiece  greedy longest match first, '##' continuations; an unmatched word or one
                longer than `word_maxlen` chars -> [UNK]
+
+Ids come from two C-speed `str.translate` passes and `str.split` (the basic tokenizer) and
+the Rust `tokenizers` WordPiece model, whose results are memoised per word. Character
+offsets (`rematch`, `pre_tokenize`) come from the same rules run as a Rust `tokenizers`
+pipeline (regex normalizers and pre-tokenizer), which keeps exact alignments; the tests
+check both against Google's algorithm. The per-text overhead of that pipeline made it 3x
+slower for plain encoding.
 
 The character classes are read from Python's `unicodedata`, as Google's code does. (The
 library's own `BertNormalizer`/`BertPreTokenizer` use older tables: they drop private-use
@@ -33,7 +40,7 @@ from bert4x.snippets import truncate_sequences
 __all__ = ["Tokenizer", "SpTokenizer", "TokenizerBase", "load_vocab", "save_vocab"]
 
 _PATTERNS = ("S*E*E", "S*ES*E")
-_CHUNK = 1024  # texts per call of the Rust backend in encode_batch
+_WORD_CACHE = 1 << 17  # distinct words whose WordPiece ids a Tokenizer keeps
 _CJK_RANGES = (  # Google's _is_chinese_char blocks
     (0x4E00, 0x9FFF),
     (0x3400, 0x4DBF),
@@ -107,23 +114,65 @@ def _regex_ranges(codes):
 
 
 @functools.cache
-def _unicode_classes():
-    """Regex class bodies of BERT's character rules from this Python's `unicodedata` (~0.3 s)."""
-    members = {"Cc": [], "Cf": [], "Mn": [], "P": []}
+def _code_points():
+    """Sorted code points of BERT's character classes, from this Python's `unicodedata` (~0.3 s).
+
+    control: dropped (Cc, Cf, U+0000, U+FFFD; not \\t \\n \\r); space: become ' ' (Zs, \\t \\n
+    \\r); accent: dropped when uncased (Mn); split: stand alone (ASCII symbols, P*, CJK).
+    """
+    members = {"Cc": [], "Cf": [], "Mn": [], "P": [], "Zs": []}
     for code in range(sys.maxunicode + 1):
         category = unicodedata.category(chr(code))
         key = "P" if category[0] == "P" else category
         if key in members:
             members[key].append(code)
-    control = set(members["Cc"] + members["Cf"] + [0, 0xFFFD]) - {9, 10, 13}
     split = set(members["P"])
     for lo, hi in _ASCII_PUNCTUATION + _CJK_RANGES:
         split.update(range(lo, hi + 1))
     return {
-        "control": _regex_ranges(sorted(control)),
-        "accent": _regex_ranges(members["Mn"]),
-        "split": _regex_ranges(sorted(split)),
+        "control": sorted(set(members["Cc"] + members["Cf"] + [0, 0xFFFD]) - {9, 10, 13}),
+        "space": sorted(members["Zs"] + [9, 10, 13]),
+        "accent": members["Mn"],
+        "split": sorted(split),
     }
+
+
+@functools.cache
+def _unicode_classes():
+    """Regex class bodies ('\\x{41}-\\x{5a}...') of `_code_points` for the Rust pipeline."""
+    return {name: _regex_ranges(codes) for name, codes in _code_points().items()}
+
+
+@functools.cache
+def _translate_tables(do_lower_case):
+    """`str.translate` tables of BERT's basic tokenizer: (clean, split).
+
+    clean drops control chars and maps spaces to ' '; split surrounds each split char with
+    spaces (and, uncased, drops accents), so that `str.split()` yields Google's words. Every
+    BMP char has an entry (the identity if unchanged): a missing key costs `str.translate` a
+    KeyError, which doubles its time.
+    """
+    codes = _code_points()
+    identity = {code: code for code in range(0x10000)}
+    clean = {**identity, **dict.fromkeys(codes["control"]), **dict.fromkeys(codes["space"], " ")}
+    split = dict(identity if do_lower_case else clean)  # cased: one pass does both
+    split.update({code: f" {chr(code)} " for code in codes["split"]})
+    if do_lower_case:
+        split.update(dict.fromkeys(codes["accent"]))
+    return clean, split
+
+
+def _basic_words(text, do_lower_case):
+    """Google's BasicTokenizer on `text`: its words, before WordPiece.
+
+    Cased: one `str.translate`. Uncased: clean, lowercase the whole text (Python's final-Σ
+    rule sees the same neighbours as Google's per-word `lower`: spaces are neither cased nor
+    case-ignorable), NFD, then drop accents and split in one pass.
+    """
+    clean, split = _translate_tables(do_lower_case)
+    if do_lower_case:
+        text = unicodedata.normalize("NFD", text.translate(clean).lower())
+    return text.translate(split).split()
 
 
 def _build_wordpiece(token_dict, do_lower_case, word_maxlen):
@@ -525,6 +574,7 @@ class Tokenizer(TokenizerBase):
             setattr(self, f"_token_{name}_id", self._token_dict.get(token))
         self._check_special_tokens(self._token_dict.__contains__)
         self._backend = _build_wordpiece(self._token_dict, do_lower_case, word_maxlen)
+        self._word_ids = {}  # word -> WordPiece ids (see _encode_ids)
 
     def token_to_id(self, token):
         """Id of `token`; the [UNK] id for tokens outside the vocabulary."""
@@ -547,7 +597,7 @@ class Tokenizer(TokenizerBase):
     def _tokenize(self, text):
         if self._pre_tokenize is not None:
             return self._pre_tokenized(text)[0]
-        return self._backend.encode(text, add_special_tokens=False).tokens
+        return self.ids_to_tokens(self._encode_ids([text])[0])
 
     def _spans(self, text):
         if self._pre_tokenize is not None:
@@ -557,13 +607,32 @@ class Tokenizer(TokenizerBase):
         return encoding.tokens, encoding.offsets
 
     def _encode_ids(self, texts):
+        """Ids of each text: `_basic_words` in Python, each word's pieces from the Rust model.
+
+        Words recur, so their piece ids are memoised (up to `_WORD_CACHE` words); this path
+        is about 3x faster than the Rust pipeline's per-text overhead, which `_spans` keeps
+        for character offsets.
+        """
         if self._pre_tokenize is not None:
             return [self._pre_tokenized(text)[1] for text in texts]
-        ids = []
-        for k in range(0, len(texts), _CHUNK):  # bounded batches keep the allocations cheap
-            chunk = self._backend.encode_batch_fast(texts[k : k + _CHUNK], add_special_tokens=False)
-            ids.extend(encoding.ids for encoding in chunk)
-        return ids
+        cache, lower = self._word_ids, self._do_lower_case
+        batch = []
+        for text in texts:
+            ids = []
+            for word in _basic_words(text, lower):
+                pieces = cache.get(word)
+                if pieces is None:
+                    pieces = self._wordpiece_ids(word)
+                ids += pieces
+            batch.append(ids)
+        return batch
+
+    def _wordpiece_ids(self, word):
+        """WordPiece ids of one basic word by the Rust model, memoised in `_word_ids`."""
+        if len(self._word_ids) >= _WORD_CACHE:
+            self._word_ids.clear()
+        pieces = self._word_ids[word] = tuple(t.id for t in self._backend.model.tokenize(word))
+        return pieces
 
     def _pre_tokenized(self, text):
         """(tokens, ids, spans) with `pre_tokenize` words: in-vocab words whole, others split."""

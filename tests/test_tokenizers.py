@@ -189,6 +189,29 @@ def test_matches_google_reference_on_fuzzed_text(case, corpus_chars):
     check()
 
 
+def test_ids_path_agrees_with_offsets_path(case, corpus_chars):
+    """encode's str.translate + memoised WordPiece path and the Rust offsets pipeline."""
+    _, _, tokenizer = case
+    anything = st.characters(exclude_categories=("Cs",))  # astral and unassigned too
+    astral = st.characters(min_codepoint=0x10000, exclude_categories=("Cs", "Cn"))
+
+    @FUZZ
+    @given(st.text(st.one_of(st.sampled_from(corpus_chars), anything, astral), max_size=40))
+    def check(text):
+        assert tokenizer.tokenize(text)[1:-1] == tokenizer._spans(text)[0]
+
+    check()
+
+
+def test_word_memo_is_bounded_and_does_not_change_ids(case, corpus, monkeypatch):
+    lower, vocab, tokenizer = case
+    expected = [["[CLS]", *ref_tokenize(line, vocab, lower), "[SEP]"] for line in corpus]
+    monkeypatch.setattr("bert4x.tokenizers._WORD_CACHE", 5)
+    fresh = Tokenizer(vocab, do_lower_case=lower)
+    assert [fresh.ids_to_tokens(ids) for ids in fresh.encode_batch(corpus)[0]] == expected
+    assert 0 < len(fresh._word_ids) <= 5
+
+
 # ----------------------------------------------------------------------------- rematch
 
 
