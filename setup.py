@@ -23,7 +23,19 @@ setup(
         "safetensors",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "hypothesis", "sentencepiece", "ruff", "cchess"],
+        "test": [
+            "pytest",
+            "pytest-xdist",
+            "hypothesis",
+            "sentencepiece",
+            "ruff",
+            "cchess",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+            "matplotlib",
+        ],
+        "docs": ["mkdocs", "mkdocs-material", "mkdocstrings[python]"],
         "jax": ["jax[cpu]"],
     },
 )
