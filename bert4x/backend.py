@@ -124,3 +124,25 @@ def sequence_masking(x, mask, value=0.0, axis=1):
     while len(mask.shape) < len(x.shape):
         mask = ops.expand_dims(mask, -1)
     return ops.where(mask, x, ops.cast(value, x.dtype))
+
+
+class _KerasBackendCalls:
+    """bert4keras's `K` (the Keras 2 backend) for migrated code: `K.sum`, `K.cast`...
+
+    A name resolves to `keras.ops`, then `keras.backend` (`K.epsilon()`, `K.floatx()`),
+    then `keras.losses` (`K.sparse_categorical_crossentropy`). Calls Keras 3 dropped
+    raise an AttributeError that points to docs/migration.md.
+    """
+
+    def __getattr__(self, name):
+        for module in (keras.ops, keras.backend, keras.losses):
+            if not name.startswith("_") and hasattr(module, name):
+                return getattr(module, name)
+        raise AttributeError(
+            f"K.{name} has no Keras 3 counterpart in keras.ops, keras.backend or keras.losses; "
+            "see the K table in docs/migration.md for its replacement."
+        )
+
+
+#: bert4keras's `from bert4keras.backend import K`: Keras 2 backend calls, on Keras 3.
+K = _KerasBackendCalls()

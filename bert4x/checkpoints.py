@@ -46,6 +46,7 @@ FAMILY_MARKERS = (
 )
 
 LoadReport = collections.namedtuple("LoadReport", ["loaded", "unused"])
+"""What `load_weights_from_checkpoint` did: the names it `loaded` and the `unused` ones."""
 
 
 class DictCheckpoint:
@@ -105,11 +106,15 @@ def get_builder(model):
 
 
 def model_weights(builder):
-    """(path without the builder's prefix, variable) for every weight of the model."""
+    """(path without the builder's prefix, variable) for every weight of the builder's layers.
+
+    Layers the user built outside the builder (e.g. a label embedding feeding
+    `layer_norm_cond`) are not the checkpoint's business, as in bert4keras.
+    """
     pairs = []
     for variable in builder.model.weights:
         path = variable.path
-        if "seed_generator" in path:
+        if "seed_generator" in path or path.split("/")[0] not in builder.layers:
             continue
         if builder.prefix and path.startswith(builder.prefix):
             path = path[len(builder.prefix) :]

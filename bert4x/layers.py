@@ -252,6 +252,7 @@ class TensorRemat:
     """
 
     def rematerialized_call(self, layer_call, *args, **kwargs):
+        """Keras' remat hook: `layer_call` wrapped so that only its tensor arguments reach remat."""
         if self._remat_mode is None:
             return layer_call
 
@@ -728,3 +729,51 @@ class TakeFirst(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + tuple(input_shape[2:])
+
+
+@register
+class Loss(keras.layers.Layer):
+    """bert4keras's loss layer: `add_loss(compute_loss(inputs, mask))`, pass inputs through.
+
+    Subclass it and write `compute_loss(self, inputs, mask=None)`; integer inputs (token
+    and segment ids) arrive cast to floatx, as bert4keras's float32 inputs did, so that
+    `loss * y_mask` works. `output_axis`: None returns all inputs, an int or a list of ints
+    the inputs at those positions. Compile the model without a `loss`.
+    """
+
+    def __init__(self, output_axis=None, **kwargs):
+        super().__init__(**kwargs)
+        self.output_axis = output_axis
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        self.add_loss(self.compute_loss(keras.tree.map_structure(_to_floatx, inputs), mask))
+        return self._select(inputs)
+
+    def compute_loss(self, inputs, mask=None):
+        """The scalar loss of `inputs`; subclasses implement it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement compute_loss(self, inputs, mask=None)."
+        )
+
+    def _select(self, values):
+        if self.output_axis is None:
+            return values
+        if isinstance(self.output_axis, (list, tuple)):
+            return [values[i] for i in self.output_axis]
+        return values[self.output_axis]
+
+    def compute_mask(self, inputs, mask=None):
+        return None if mask is None else self._select(mask)
+
+    def compute_output_shape(self, input_shape):
+        return self._select(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "output_axis": self.output_axis}
+
+
+def _to_floatx(x):
+    """Integer tensors as floatx (Loss inputs); others unchanged."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    return ops.cast(x, keras.config.floatx()) if "int" in dtype else x

@@ -10,6 +10,7 @@ TensorFlow is imported only by `DataGenerator.to_dataset`. `AutoRegressiveDecode
 """
 
 import bisect
+import builtins
 import math
 import multiprocessing
 import pickle
@@ -32,11 +33,14 @@ __all__ = [
 
 
 def __getattr__(name):
-    """Lazy re-exports that would otherwise import Keras with this module."""
+    """Lazy re-exports: `AutoRegressiveDecoder` (would import Keras with this module) and
+    `open`, the builtin (bert4keras scripts import their py2/py3 `open` from snippets)."""
     if name == "AutoRegressiveDecoder":
         from bert4x.decoding import AutoRegressiveDecoder
 
         return AutoRegressiveDecoder
+    if name == "open":
+        return builtins.open
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -243,6 +247,13 @@ def _conform(example, signature):
     return example
 
 
+def _as_tuples(structure):
+    """Lists (and tuples) as tuples, recursively; arrays and scalars unchanged."""
+    if isinstance(structure, (list, tuple)):
+        return tuple(_as_tuples(x) for x in structure)
+    return structure
+
+
 class DataGenerator:
     """Batch template: subclass it and write `__iter__(self, random=False)`.
 
@@ -314,14 +325,23 @@ class DataGenerator:
         )
 
     def forfit(self, random=True):
-        """`__iter__(random)` repeated forever (for `fit` with steps_per_epoch)."""
+        """`__iter__(random)` repeated forever (for `fit` with steps_per_epoch).
+
+        Lists in a batch are yielded as tuples: Keras 3's TensorFlow generator adapter
+        rejects lists, and bert4keras generators yield `[token_ids, segment_ids], labels`.
+        """
         while True:
             empty = True
             for d in self.__iter__(random):
                 empty = False
-                yield d
+                yield _as_tuples(d)
             if empty:
                 raise ValueError("DataGenerator.__iter__ yielded nothing; is the data empty?")
+
+    def fortest(self, random=False):
+        """The inputs of each batch (`d[0]`) repeated forever, for `predict`."""
+        for d in self.forfit(random):
+            yield d[0]
 
     def sequence_padding(self, inputs, value=0, seq_dims=1, mode="post"):
         """`sequence_padding` to the bucket length of the longest input (or to it, unbucketed)."""

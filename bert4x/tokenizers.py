@@ -21,7 +21,7 @@ library's own `BertNormalizer`/`BertPreTokenizer` use older tables: they drop pr
 characters, keep CJK Extension E-F ideographs and ~100 newer punctuation marks inside words,
 and lowercase a word-final Σ to σ.)
 
-Encoded layout (pattern 'S*E*E'): [CLS] a... [SEP] b... [SEP], segment ids 0...0 1...1.
+Encoded layout (pattern `'S*E*E'`): `[CLS] a... [SEP] b... [SEP]`, segment ids 0...0 1...1.
 """
 
 import functools
@@ -362,6 +362,7 @@ class TokenizerBase:
 
     @property
     def vocab_size(self):
+        """Number of ids, including the special tokens."""
         return self._vocab_size
 
     def _check_special_tokens(self, is_known):
@@ -455,7 +456,7 @@ class TokenizerBase:
 
         Truncation pops one token at a time from the longer sequence (the first on ties),
         just before its end token ('right') or after its start token ('left').
-        pattern 'S*E*E': [CLS] a [SEP] b [SEP]; 'S*ES*E': [CLS] a [SEP] [CLS] b [SEP].
+        pattern `'S*E*E'`: `[CLS] a [SEP] b [SEP]`; `'S*ES*E'`: `[CLS] a [SEP] [CLS] b [SEP]`.
         """
         self._check_maxlen(maxlen, second_text, pattern)
         index = self._truncate_index(truncate_from)
@@ -537,7 +538,8 @@ class Tokenizer(TokenizerBase):
         pre_tokenize: optional text -> list of words (e.g. `jieba.lcut`) run first; a word
             in the vocabulary (after normalisation) stays one token, others are tokenized.
             The words must be pieces of the text, in order.
-        token_start, token_end: tokens around every sequence, or None.
+        token_start: token put before every sequence, or None.
+        token_end: token put after every sequence, or None.
         word_maxlen: words longer than this many chars become [UNK] (Google: 100).
     """
 
@@ -715,9 +717,10 @@ class SpTokenizer(TokenizerBase):
 
     Args:
         sp_model_path: path of the `.model` file.
-        token_start, token_end: pieces around every sequence, or None. The defaults are
-            bert4keras's ('[CLS]', '[SEP]', as in ALBERT's model); T5 uses
-            token_start=None, token_end='</s>'. A piece missing from the model is an error.
+        token_start: piece put before every sequence, or None (default '[CLS]', as in
+            ALBERT's model and bert4keras). A piece missing from the model is an error.
+        token_end: piece put after every sequence, or None (default '[SEP]'); T5 uses
+            token_start=None, token_end=`'</s>'`.
         pre_tokenize: optional text -> words, joined by spaces before encoding.
     """
 

@@ -201,3 +201,23 @@ def test_mapping_covers_every_weight_of_every_model(tmp_path):
 
 def ref_name(model):
     return "bert" if model == "roberta" else model
+
+
+def test_layers_built_outside_the_builder_are_left_alone():
+    """A label embedding feeding layer_norm_cond (bert4keras §19 wiring) keeps its weights."""
+    import keras
+
+    variables = ref.random_variables("bert", CONFIGS["bert"])
+    label = keras.Input(shape=(), dtype="int32", name="Input-Label")
+    embedding = keras.layers.Embedding(2, 6, name="Embedding-Label")
+    model = build_transformer_model(
+        CONFIGS["bert"], layer_norm_cond=embedding(label), additional_input_layers=label
+    )
+    before = embedding.get_weights()[0].copy()
+    report = load_weights_from_checkpoint(model, variables)
+    np.testing.assert_array_equal(embedding.get_weights()[0], before)
+    assert "bert/embeddings/word_embeddings" in report.loaded
+    np.testing.assert_array_equal(
+        model.get_layer("Embedding-Token").get_weights()[0],
+        variables["bert/embeddings/word_embeddings"],
+    )

@@ -225,3 +225,37 @@ def test_sequence_masking_sets_masked_positions():
     mask = np.array([[1, 1, 0], [1, 0, 0]], bool)
     out = numpy(backend.sequence_masking(x, mask, value=-5.0))
     np.testing.assert_array_equal(out[..., 0], np.where(mask, 1.0, -5.0))
+
+
+class MaskedMeanSquare(layers.Loss):
+    """mean((y - p)^2 * w) / mean(w): integer weights must arrive as floats."""
+
+    def compute_loss(self, inputs, mask=None):
+        y, w, p = inputs
+        return backend.K.sum((y - p) ** 2 * w) / backend.K.sum(w)
+
+
+def test_loss_layer_adds_its_loss_and_returns_the_selected_inputs():
+    y, w, p = (keras.Input((3,)), keras.Input((3,), dtype="int32"), keras.Input((3,)))
+    model = keras.Model([y, w, p], MaskedMeanSquare(output_axis=2)([y, w, p]))
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(2, 3)), np.array([[1, 0, 1], [0, 1, 1]]), rng.normal(size=(2, 3))]
+    output = model(values)
+    expected = ((values[0] - values[2]) ** 2 * values[1]).sum() / values[1].sum()
+    np.testing.assert_allclose(np.asarray(output), values[2], rtol=1e-6)
+    np.testing.assert_allclose(float(model.losses[0]), expected, rtol=1e-5)
+    both = MaskedMeanSquare(output_axis=[0, 2], name="both")
+    assert both.compute_output_shape([(2, 3), (2, 4), (2, 5)]) == [(2, 3), (2, 5)]
+    assert MaskedMeanSquare.from_config(both.get_config()).output_axis == [0, 2]
+    with pytest.raises(NotImplementedError, match="compute_loss"):
+        layers.Loss()([keras.ops.ones((1, 2))])
+
+
+def test_k_resolves_keras_2_backend_calls_and_names_missing_ones():
+    K = backend.K
+    np.testing.assert_allclose(float(K.sum(np.arange(4.0))), 6.0)
+    assert K.epsilon() == keras.backend.epsilon() and K.floatx() == "float32"
+    loss = K.sparse_categorical_crossentropy(np.array([1]), np.array([[0.25, 0.75]]))
+    np.testing.assert_allclose(np.asarray(loss), [-math.log(0.75)], rtol=1e-6)
+    with pytest.raises(AttributeError, match="K.batch_dot .*docs/migration.md"):
+        K.batch_dot

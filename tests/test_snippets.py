@@ -387,3 +387,27 @@ def test_parallel_apply_reads_lazily():
         next(stream)
     assert len(pulled) < 100
     stream.close()
+
+
+def test_forfit_yields_lists_as_tuples_and_fortest_the_inputs():
+    """Keras 3's TF generator adapter rejects lists; bert4keras generators yield them."""
+
+    class Lists(DataGenerator):
+        def __iter__(self, random=False):
+            for _, x in self.sample(random):
+                yield [np.array([x]), [np.array([x]), np.array([-x])]], np.array([x])
+
+    batches = Lists([1, 2], batch_size=1).forfit(random=False)
+    first = next(batches)
+    assert isinstance(first, tuple) and isinstance(first[0], tuple)
+    assert isinstance(first[0][1], tuple) and first[0][1][1].tolist() == [-1]
+    tests = Lists([1, 2], batch_size=1).fortest()
+    assert [next(tests)[0].tolist() for _ in range(3)] == [[1], [2], [1]]
+
+
+def test_snippets_open_is_the_builtin():
+    import builtins
+
+    from bert4x.snippets import open as snippets_open
+
+    assert snippets_open is builtins.open
