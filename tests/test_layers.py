@@ -258,4 +258,4 @@ def test_k_resolves_keras_2_backend_calls_and_names_missing_ones():
     loss = K.sparse_categorical_crossentropy(np.array([1]), np.array([[0.25, 0.75]]))
     np.testing.assert_allclose(np.asarray(loss), [-math.log(0.75)], rtol=1e-6)
     with pytest.raises(AttributeError, match="K.batch_dot .*docs/migration.md"):
-        K.batch_dot
+        _ = K.batch_dot
