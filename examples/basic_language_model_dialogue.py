@@ -20,11 +20,11 @@ import random
 
 import keras
 import numpy as np
-from keras import ops
 from task_common import (
     DATASETS,
     DEMO_CONFIG,
     TINY_CONFIG,
+    NextTokenLoss,
     common_parser,
     random_model_files,
     require_config_and_vocab,
@@ -97,20 +97,6 @@ class Batches(DataGenerator):
                 pad = lambda x: sequence_padding(x, length=self.maxlen)  # noqa: E731
                 yield ((pad(tokens), pad(segments)),)  # one shape: XLA compiles once
                 tokens, segments = [], []
-
-
-class NextTokenLoss(keras.layers.Layer):
-    """Cross entropy of token t+1 given tokens <= t, over non-padding targets."""
-
-    def call(self, token_ids, probas):
-        targets, probas = token_ids[:, 1:], probas[:, :-1]
-        mask = ops.cast(targets > 0, "float32")
-        loss = ops.sparse_categorical_crossentropy(targets, probas)
-        self.add_loss(ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0))
-        return probas
-
-    def compute_mask(self, token_ids, probas, mask=None):
-        return None
 
 
 def build_model(args):

@@ -7,6 +7,7 @@ import json
 import os
 
 import keras
+from keras import ops
 
 from bert4x.checkpoints import save_weights_as_checkpoint
 from bert4x.models import build_transformer_model
@@ -26,6 +27,21 @@ TINY_CONFIG = dict(  # --smoke: as small as a transformer gets
 DEMO_CONFIG = dict(TINY_CONFIG, hidden_size=128, num_hidden_layers=2, intermediate_size=256)
 DEMO_CONFIG.update(num_attention_heads=4, hidden_dropout_prob=0.1)
 DATASETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets")
+
+
+class NextTokenLoss(keras.layers.Layer):
+    """Language-model loss: cross entropy of token t+1 given tokens <= t, over non-padding
+    targets; `call(token_ids, probas)` adds it and returns probas[:, :-1]."""
+
+    def call(self, token_ids, probas):
+        targets, probas = token_ids[:, 1:], probas[:, :-1]
+        mask = ops.cast(targets > 0, "float32")
+        loss = ops.sparse_categorical_crossentropy(targets, probas)
+        self.add_loss(ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0))
+        return probas
+
+    def compute_mask(self, token_ids, probas, mask=None):
+        return None
 
 
 def common_parser(description, maxlen, batch_size, epochs, learning_rate):

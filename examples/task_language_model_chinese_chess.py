@@ -18,11 +18,11 @@ import random
 
 import keras
 import numpy as np
-from keras import ops
 from task_common import (
     DATASETS,
     DEMO_CONFIG,
     TINY_CONFIG,
+    NextTokenLoss,
     check_model_arguments,
     common_parser,
     random_model_files,
@@ -149,20 +149,6 @@ class Batches(DataGenerator):
             if len(batch) == self.batch_size or is_end:
                 yield (sequence_padding(batch, length=self.maxlen),)
                 batch = []
-
-
-class NextTokenLoss(keras.layers.Layer):
-    """Cross entropy of token i+1 given tokens <= i, over non-padding targets."""
-
-    def call(self, token_ids, probas):
-        targets, probas = token_ids[:, 1:], probas[:, :-1]
-        mask = ops.cast(targets > 0, "float32")
-        loss = ops.sparse_categorical_crossentropy(targets, probas)
-        self.add_loss(ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0))
-        return probas
-
-    def compute_mask(self, token_ids, probas, mask=None):
-        return None
 
 
 def build_model(args):
