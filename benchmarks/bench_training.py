@@ -4,12 +4,15 @@
 
 Every row is one train step of a BERT masked-LM (loss over every position, the
 MLM head tied to the token embedding) measured in its own process: tokens/s
-and peak RSS growth. The machine's matrix-multiply peak (float32 and bfloat16,
-XLA) is measured first; MFU = model FLOPs/s / peak, with forward FLOPs
+and peak RSS growth. The machine's matrix-multiply peak (float32 and bfloat16;
+on TensorFlow the faster of oneDNN and XLA) is measured first; MFU = model
+FLOPs/s / the peak of the row's compute dtype, with forward FLOPs
 2·(matmul parameters)·tokens + 4·L·n²·D per sequence, training = 3x forward.
+`--backend jax` runs every row on JAX (`jit_compile` = `jax.jit`); see gpu_jax.sh.
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -78,7 +81,7 @@ def build_kerashub(config):
     return keras.Model([token_ids, segment_ids, positions], head(outputs, mask_positions=positions))
 
 
-def measure_training(library, name, jit_compile, policy, steps):
+def measure_training(library, name, jit_compile, policy, steps, batch):
     """(tokens/s, peak RSS growth MB) of `steps` train steps after one compiling step."""
     import keras
     import numpy as np
@@ -91,7 +94,6 @@ def measure_training(library, name, jit_compile, policy, steps):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile,
     )
-    batch = BATCH[name]
     rng = np.random.default_rng(0)
     ids = rng.integers(1, config["vocab_size"], size=(batch, SEQUENCE_LENGTH)).astype("int32")
     inputs = [ids, np.zeros_like(ids)]
@@ -107,7 +109,7 @@ def measure_training(library, name, jit_compile, policy, steps):
     return batch * SEQUENCE_LENGTH / seconds, peak
 
 
-def measure_forward(name, policy, steps):
+def measure_forward(name, policy, steps, batch):
     """Seconds per forward pass of bert4x under XLA."""
     import keras
     import numpy as np
@@ -116,9 +118,7 @@ def measure_forward(name, policy, steps):
     config = {**COMMON, **CONFIGS[name]}
     model = build_bert4x(config)
     model.compile(jit_compile=True)
-    ids = np.random.default_rng(0).integers(
-        1, config["vocab_size"], size=(BATCH[name], SEQUENCE_LENGTH)
-    )
+    ids = np.random.default_rng(0).integers(1, config["vocab_size"], size=(batch, SEQUENCE_LENGTH))
     inputs = [ids.astype("int32"), np.zeros_like(ids, dtype="int32")]
     model.predict_on_batch(inputs)
     start = time.perf_counter()
@@ -127,18 +127,34 @@ def measure_forward(name, policy, steps):
     return (time.perf_counter() - start) / steps
 
 
-def measure_peak(dtype, size=2048, repeats=10):
-    """Matrix-multiply FLOP/s under XLA for `dtype` (the MFU denominator)."""
-    import tensorflow as tf
+def measure_peak(dtype, size, repeats=10):
+    """Best matrix-multiply FLOP/s for `dtype` (the MFU denominator).
 
-    a = tf.random.normal((size, size), dtype="float32")
-    a = tf.cast(a, dtype)
-    matmul = tf.function(lambda x: tf.matmul(x, x), jit_compile=True)
-    matmul(a).numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        matmul(a).numpy()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+    TensorFlow: the faster of its own kernel (oneDNN on CPU) and XLA; JAX: `jax.jit`.
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.ones((size, size), dtype)
+        candidates = [jax.jit(lambda x: x @ x)]
+        run_once = lambda f: f(a).block_until_ready()  # noqa: E731
+    else:
+        import tensorflow as tf
+
+        a = tf.cast(tf.random.normal((size, size)), dtype)
+        candidates = [tf.function(lambda x: x @ x, jit_compile=xla) for xla in (False, True)]
+        run_once = lambda f: f(a).numpy()  # noqa: E731
+    best = float("inf")
+    for matmul in candidates:
+        run_once(matmul)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run_once(matmul)
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def worker(job):
@@ -146,17 +162,19 @@ def worker(job):
     kind = job["kind"]
     if kind == "train":
         tokens, mb = measure_training(
-            job["library"], job["config"], job["xla"], job["policy"], job["steps"]
+            job["library"], job["config"], job["xla"], job["policy"], job["steps"], job["batch"]
         )
         return {"tokens_per_s": tokens, "mb": mb}
     if kind == "forward":
-        return {"seconds": measure_forward(job["config"], job["policy"], job["steps"])}
-    return {"flops": measure_peak(job["dtype"])}
+        seconds = measure_forward(job["config"], job["policy"], job["steps"], job["batch"])
+        return {"seconds": seconds}
+    return {"flops": measure_peak(job["dtype"], job["size"])}
 
 
-def run(job):
+def run(job, backend):
+    """`worker(job)` in a fresh process on `backend`: each row gets a clean memory peak."""
     command = [sys.executable, __file__, "--worker", json.dumps(job)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode or not lines:
@@ -176,88 +194,113 @@ def header(args):
         hub = "not installed"
     print(
         f"# bench_training: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, keras {keras.__version__}, keras-hub {hub}"
+        f"python {platform.python_version()}, keras {keras.__version__} ({args.backend}), "
+        f"keras-hub {hub}"
     )
-    print(f"# sequence length {SEQUENCE_LENGTH}, batch {BATCH}, {args.steps} timed steps per row")
+    print(f"# sequence length {SEQUENCE_LENGTH}, batch {args.batch}, {args.steps} timed steps/row")
 
 
 def training_table(args, peak):
-    print("\n| config | library | XLA | policy | tokens/s | peak +MB | MFU (vs fp32 peak) |")
+    """One train-step row per (config, library, XLA, policy); MFU against the policy's peak."""
+    print("\n| config | library | XLA | policy | tokens/s | peak +MB | MFU |")
     print("|---|---|---|---|---|---|---|")
     results = {}
     for name in args.configs:
-        flops_per_token = (
-            3 * model_flops({**COMMON, **CONFIGS[name]}, 1, SEQUENCE_LENGTH) / SEQUENCE_LENGTH
-        )
-        for library in ("bert4x", "kerashub"):
-            for xla in (True, False):
-                for policy in ("float32", "mixed_bfloat16"):
-                    job = dict(
-                        kind="train",
-                        library=library,
-                        config=name,
-                        xla=xla,
-                        policy=policy,
-                        steps=args.steps,
-                    )
-                    result = run(job)
-                    results[(name, library, xla, policy)] = result and result["tokens_per_s"]
-                    if result:
-                        mfu = result["tokens_per_s"] * flops_per_token / peak["float32"]
-                        rate = result["tokens_per_s"]
-                        print(
-                            f"| {name} | {library} | {xla} | {policy} | {rate:.0f} "
-                            f"| {result['mb']:.0f} | {mfu:.1%} |",
-                            flush=True,
-                        )
+        config = {**COMMON, **CONFIGS[name]}
+        flops_per_token = 3 * model_flops(config, 1, SEQUENCE_LENGTH) / SEQUENCE_LENGTH
+        for library, xla, policy in itertools.product(args.libraries, (True, False), args.policies):
+            job = dict(kind="train", library=library, config=name, xla=xla, policy=policy)
+            result = run({**job, "steps": args.steps, "batch": args.batch[name]}, args.backend)
+            results[(name, library, xla, policy)] = result and result["tokens_per_s"]
+            if result:
+                rate = result["tokens_per_s"]
+                mfu = (
+                    rate * flops_per_token / peak["float32" if policy == "float32" else "bfloat16"]
+                )
+                print(
+                    f"| {name} | {library} | {xla} | {policy} | {rate:.0f} "
+                    f"| {result['mb']:.0f} | {mfu:.1%} |",
+                    flush=True,
+                )
     return results
 
 
-def best_rate(results, name, library):
-    """The highest tokens/s of `library` on config `name` over XLA and precision settings."""
-    values = [v for (n, lib, _, _), v in results.items() if n == name and lib == library and v]
+def best_rate(results, name, library, policy=None):
+    """The highest tokens/s of `library` on config `name` over XLA (and policy, if None)."""
+    values = [
+        v
+        for (n, lib, _, pol), v in results.items()
+        if n == name and lib == library and policy in (None, pol) and v
+    ]
     return max(values) if values else float("nan")
 
 
 def ratio_table(args, results):
-    print("\n| config | bert4x best / KerasHub best | bert4x XLA / no XLA | bf16 / fp32 (XLA) |")
-    print("|---|---|---|---|")
+    print(
+        "\n| config | bert4x best / KerasHub best | bert4x XLA / no XLA (fp32) "
+        "| bf16 / fp32 (XLA) | bf16 best / fp32 best |"
+    )
+    print("|---|---|---|---|---|")
+    nan = float("nan")
     for name in args.configs:
-        xla = results.get((name, "bert4x", True, "float32")) or float("nan")
-        no_xla = results.get((name, "bert4x", False, "float32")) or float("nan")
-        bf16 = results.get((name, "bert4x", True, "mixed_bfloat16")) or float("nan")
+        xla = results.get((name, "bert4x", True, "float32")) or nan
+        no_xla = results.get((name, "bert4x", False, "float32")) or nan
+        bf16 = results.get((name, "bert4x", True, "mixed_bfloat16")) or nan
         hub = best_rate(results, name, "bert4x") / best_rate(results, name, "kerashub")
-        print(f"| {name} | {hub:.2f} | {xla / no_xla:.2f} | {bf16 / xla:.2f} |")
+        best_bf16 = best_rate(results, name, "bert4x", "mixed_bfloat16")
+        best_fp32 = best_rate(results, name, "bert4x", "float32")
+        print(
+            f"| {name} | {hub:.2f} | {xla / no_xla:.2f} | {bf16 / xla:.2f} "
+            f"| {best_bf16 / best_fp32:.2f} |"
+        )
+
+
+def parse_batch(values):
+    """['base=64'] -> {'small': 32, 'base': 64} (defaults for the others)."""
+    batch = dict(BATCH)
+    for value in values:
+        name, _, size = value.partition("=")
+        if name not in CONFIGS or not size.isdigit():
+            raise SystemExit(f"--batch takes NAME=SIZE with NAME in {sorted(CONFIGS)}: {value!r}")
+        batch[name] = int(size)
+    return batch
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=["small", "base"], choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    parser.add_argument("--batch", nargs="*", default=[], help="NAME=SIZE, e.g. base=64")
+    parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
+    parser.add_argument("--libraries", nargs="+", default=["bert4x", "kerashub"])
+    parser.add_argument("--policies", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    args.batch = parse_batch(args.batch)
     header(args)
     peak = {
-        dtype: run({"kind": "peak", "dtype": dtype})["flops"] for dtype in ("float32", "bfloat16")
+        dtype: run({"kind": "peak", "dtype": dtype, "size": args.peak_size}, args.backend)["flops"]
+        for dtype in ("float32", "bfloat16")
     }
     print(
-        f"# XLA matmul peak: float32 {peak['float32'] / 1e9:.0f} GFLOP/s, "
-        f"bfloat16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s"
+        f"# matmul peak ({args.peak_size}^3, best of the backend's kernels): float32 "
+        f"{peak['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s"
     )
     results = training_table(args, peak)
     ratio_table(args, results)
-    if "base" in args.configs:
-        seconds = run(
-            {"kind": "forward", "config": "base", "policy": "float32", "steps": args.steps}
-        )
+    for name in args.configs:
+        job = dict(kind="forward", config=name, policy="float32", steps=args.steps)
+        seconds = run({**job, "batch": args.batch[name]}, args.backend)
         if seconds:
-            flops = model_flops({**COMMON, **CONFIGS["base"]}, BATCH["base"], SEQUENCE_LENGTH)
+            flops = model_flops({**COMMON, **CONFIGS[name]}, args.batch[name], SEQUENCE_LENGTH)
+            rate = flops / seconds["seconds"]
             print(
-                f"\n# base forward (XLA, fp32): {flops / seconds['seconds'] / 1e9:.0f} GFLOP/s = "
-                f"{flops / seconds['seconds'] / peak['float32']:.1%} of the fp32 matmul peak"
+                f"# {name} forward (XLA, fp32): {rate / 1e9:.0f} GFLOP/s = "
+                f"{rate / peak['float32']:.1%} of the fp32 matmul peak"
             )
 
 
