@@ -148,8 +148,11 @@ def write_json_lines(path, records):
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def random_model_files(output_dir, texts, config, model="bert", tokens=()):
-    """Write a char vocab of `texts`, config.json and a random checkpoint; return their paths."""
+def random_model_files(output_dir, texts, config, model="bert", tokens=(), **heads):
+    """Write a char vocab of `texts`, config.json and a random checkpoint; return their paths.
+
+    heads: the checkpoint's heads as `build_transformer_model` arguments (default: the MLM).
+    """
     os.makedirs(output_dir, exist_ok=True)
     chars = sorted({c for text in texts for c in text.lower() if not c.isspace()})
     vocab = SPECIAL_TOKENS + [t for t in tokens if t not in SPECIAL_TOKENS]
@@ -164,7 +167,7 @@ def random_model_files(output_dir, texts, config, model="bert", tokens=()):
         json.dump(config, file, indent=2)
     checkpoint = os.path.join(output_dir, "bert_model.ckpt")
     save_weights_as_checkpoint(
-        build_transformer_model(config, model=model, with_mlm=True), checkpoint
+        build_transformer_model(config, model=model, **(heads or {"with_mlm": True})), checkpoint
     )
     keras.backend.clear_session()
     print(f"wrote a random {model} checkpoint ({len(vocab)} tokens) to {checkpoint}")
