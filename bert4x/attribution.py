@@ -1,9 +1,9 @@
 """Integrated gradients over the token embeddings (arXiv 1703.01365; kexue.fm/archives/7533).
 
-IG_{t,d} = (x − x')_{t,d} ∫_0^1 ∂F(x' + α(x − x'))/∂x_{t,d} dα, with x the output of the
+`IG_{t,d} = (x − x')_{t,d} ∫_0^1 ∂F(x' + α(x − x'))/∂x_{t,d} dα`, with x the output of the
 `Embedding-Token` layer [n, D], x' a baseline (zeros by default) and F = model output[target].
 Segment and position embeddings are added after `Embedding-Token` and stay fixed, so their
-contribution is not attributed. Completeness: Σ_{t,d} IG_{t,d} = F(x) − F(x') up to the
+contribution is not attributed. Completeness: `Σ_{t,d} IG_{t,d} = F(x) − F(x')` up to the
 quadrature error of the m-step sum (all m or m + 1 points go through the model in one batch).
 
 Shapes: m steps, n length, D embedding size, C outputs.

@@ -76,7 +76,7 @@ def load_config(config_path):
 
 
 def accepted_arguments(function_or_class):
-    """Names of the keyword arguments accepted along a class's __init__ chain (or a function)."""
+    """Names of the keyword arguments accepted along a class's `__init__` chain (or a function)."""
     functions = (
         [c.__init__ for c in function_or_class.__mro__ if "__init__" in vars(c)]
         if inspect.isclass(function_or_class)

@@ -267,6 +267,7 @@ class BERT(Transformer):
         )
 
     def variable_mapping(self, root="bert"):
+        """Google BERT's names under `root`, e.g. bert/encoder/layer_0/attention/self/query."""
         names = {
             "Embedding-Token/embeddings": f"{root}/embeddings/word_embeddings",
             "Embedding-Segment/embeddings": f"{root}/embeddings/token_type_embeddings",

@@ -13,9 +13,11 @@ class ALBERT(BERT):
     """ALBERT (arXiv 1909.11942): factorised embeddings and one block shared by all layers."""
 
     def layer_names(self, index):
+        """The shared block's names, the same for every index."""
         return "Transformer-MultiHeadSelfAttention", "Transformer-FeedForward"
 
     def variable_mapping(self):
+        """BERT's embedding and head names; the shared block under group_0/inner_group_0."""
         names = super().variable_mapping()
         return {k: v for k, v in names.items() if not k.startswith("Transformer-")} | (
             self.albert_block_mapping(0)
@@ -40,9 +42,11 @@ class ALBERT_Unshared(ALBERT):
     """ALBERT with untied layers (kexue.fm/archives/7187), each starting from the shared block."""
 
     def layer_names(self, index):
+        """BERT's per-layer names, Transformer-{index}-..."""
         return BERT.layer_names(self, index)
 
     def variable_mapping(self):
+        """Every layer's weights map to the one shared block of the checkpoint."""
         names = BERT.variable_mapping(self)
         names = {k: v for k, v in names.items() if not k.startswith("Transformer-")}
         for index in range(self.num_hidden_layers):
@@ -86,6 +90,7 @@ class ELECTRA(BERT):
         return self.output_activation(x, activation, "Discriminator-Activation")
 
     def variable_mapping(self):
+        """BERT's names under electra/, electra/embeddings_project, discriminator_predictions."""
         names = super().variable_mapping(root="electra")
         names.update(dense_names("Embedding-Mapping", "electra/embeddings_project"))
         names.update(dense_names("Discriminator-Dense", "discriminator_predictions/dense"))
@@ -103,6 +108,7 @@ class ELECTRA_Generator(BERT):
         super().__init__(**kwargs)
 
     def variable_mapping(self):
+        """Shared electra/embeddings; generator/embeddings_project, encoder and predictions."""
         names = super().variable_mapping(root="electra")
         names = {k: v for k, v in names.items() if not k.startswith("Transformer-")}
         names.update(dense_names("Embedding-Mapping", "generator/embeddings_project"))
@@ -145,6 +151,7 @@ class RoFormer(BERT):
         return self.position_bias
 
     def attention_arguments(self, x):
+        """Self-attention inputs plus the rotary table (p_bias='rotary')."""
         bias, sinusoid = self.compute_attention_bias(None), self.compute_position_bias(None)
         return [x, x, x, bias, sinusoid], {"a_bias": True, "p_bias": "rotary"}
 
@@ -162,6 +169,7 @@ class RoFormerV2(RoFormer):
         )
 
     def norm(self, x, name, **kwargs):
+        """Parameter-free RMS norm: x / sqrt(mean(x^2) + eps)."""
         return super().norm(x, name, zero_mean=False, scale=False, offset=False)
 
     def mlm_head(self, x):
@@ -180,6 +188,7 @@ class RoFormerV2(RoFormer):
         return self.output_activation(x, self.with_mlm, "MLM-Activation")
 
     def is_new_weight(self, path):
+        """Also `Output-Mapping`, which the original checkpoints do not have."""
         return super().is_new_weight(path) or path.startswith("Output-Mapping/")
 
 
@@ -208,5 +217,6 @@ class GPT(BERT):
         return self.output_activation(self.tied_output(x), self.final_activation, "LM-Activation")
 
     def variable_mapping(self):
+        """BERT's names with bert/ -> gpt/ and encoder -> transformer."""
         names = super().variable_mapping(root="gpt")
         return {k: v.replace("gpt/encoder", "gpt/transformer") for k, v in names.items()}

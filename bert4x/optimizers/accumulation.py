@@ -79,6 +79,7 @@ def extend_with_gradient_accumulation(base):
 
         @property
         def iterations(self):
+            """Parameter updates so far: the mini-batch count // grad_accum_steps."""
             return ops.floor_divide(self._iterations, self.grad_accum_steps)
 
         def _get_current_learning_rate(self):

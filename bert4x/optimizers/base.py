@@ -84,16 +84,19 @@ class DerivedOptimizer:
             )
 
     def assign(self, variable, value):
+        """variable <- value; inside `update_step` the write goes through the extensions."""
         if self._b4x.step is None:
             return super().assign(variable, value)
         self._route(variable, value)
 
     def assign_add(self, variable, value):
+        """variable <- variable + value, routed through the extensions like `assign`."""
         if self._b4x.step is None:
             return super().assign_add(variable, value)
         self._route(variable, ops.add(ops.convert_to_tensor(variable), value))
 
     def assign_sub(self, variable, value):
+        """variable <- variable - value, routed through the extensions like `assign`."""
         if self._b4x.step is None:
             return super().assign_sub(variable, value)
         self._route(variable, ops.subtract(ops.convert_to_tensor(variable), value))
