@@ -14,7 +14,6 @@ prompt token, so the prompt's final [SEP] carries the reply's segment (bojone's
 nezha_gpt_dialog keeps it on the speaker's segment; this is the only difference).
 """
 
-import json
 import os
 import random
 
@@ -27,6 +26,7 @@ from task_common import (
     NextTokenLoss,
     common_parser,
     random_model_files,
+    read_json_lines,
     require_config_and_vocab,
 )
 
@@ -44,25 +44,17 @@ SMOKE = dict(epochs=1, steps_per_epoch=3, batch_size=4, maxlen=64, grad_accum_st
 AdamWGA = extend_with_gradient_accumulation(AdamW)
 
 
+def check_dialogue(record, where):
+    """A dialogue is a list of >= 2 non-empty utterance strings."""
+    if not (isinstance(record, list) and len(record) >= 2
+            and all(isinstance(u, str) and u for u in record)):  # fmt: skip
+        raise ValueError(f"{where}: expected a list of >= 2 non-empty "
+                         f"utterance strings, got {str(record)[:60]!r}")  # fmt: skip
+
+
 def load_dialogues(path):
     """JSON lines, each a list of >= 2 utterance strings; a bad line raises naming path:line."""
-    if not os.path.isfile(path):
-        raise ValueError(f"dialogue file not found: {path!r}. Pass an existing --train file.")
-    dialogues = []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-            if not (isinstance(record, list) and len(record) >= 2
-                    and all(isinstance(u, str) and u for u in record)):  # fmt: skip
-                raise ValueError(f"{path}:{number}: expected a list of >= 2 non-empty "
-                                 f"utterance strings, got {str(record)[:60]!r}")  # fmt: skip
-            dialogues.append(record)
-    return dialogues
+    return read_json_lines(path, what="dialogue", check=check_dialogue)
 
 
 def build_sample(tokenizer, utterances, maxlen):

@@ -99,8 +99,12 @@ def _check_fields(record, fields, where):
         raise ValueError(f"{where}: missing field(s) {missing}; expected {list(fields)}")
 
 
-def read_json_lines(path, fields=(), what="data"):
-    """One JSON object per line -> list of dicts; a bad line raises ValueError naming path:line."""
+def read_json_lines(path, fields=(), what="data", check=None):
+    """One JSON object per line -> list of dicts; a bad line raises ValueError naming path:line.
+
+    check(record, where): validates a record instead of the `fields` check (other formats).
+    """
+    check = check or (lambda record, where: _check_fields(record, fields, where))
     check_exists(path, what)
     records = []
     with open(path, encoding="utf-8") as file:
@@ -111,7 +115,7 @@ def read_json_lines(path, fields=(), what="data"):
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-            _check_fields(record, fields, f"{path}:{number}")
+            check(record, f"{path}:{number}")
             records.append(record)
     return records
 
