@@ -11,7 +11,7 @@ and --output saves them as .npy.
 import argparse
 
 import numpy as np
-from task_common import TINY_CONFIG, random_model_files, require_model
+from task_common import require_model, smoke_or_given_files
 
 from bert4x.models import build_transformer_model
 from bert4x.tokenizers import Tokenizer
@@ -38,10 +38,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.smoke:
-        config, checkpoint, vocab = random_model_files(args.output_dir, [args.text], TINY_CONFIG)
-    else:
-        config, checkpoint, vocab = args.config, args.checkpoint, args.vocab
+    config, checkpoint, vocab = smoke_or_given_files(args, [args.text])
     tokenizer = Tokenizer(vocab, do_lower_case=True)
     model = build_transformer_model(config, checkpoint, model=args.model)
     token_ids, segment_ids = tokenizer.encode(args.text)

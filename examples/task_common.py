@@ -152,6 +152,13 @@ def write_json_lines(path, records):
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def smoke_or_given_files(args, texts):
+    """(config, checkpoint, vocab): a tiny random model of `texts` under --smoke, else args'."""
+    if args.smoke:
+        return random_model_files(args.output_dir, texts, TINY_CONFIG)
+    return args.config, args.checkpoint, args.vocab
+
+
 def random_model_files(output_dir, texts, config, model="bert", tokens=(), **heads):
     """Write a char vocab of `texts`, config.json and a random checkpoint; return their paths.
 
