@@ -2,7 +2,7 @@
 
     python benchmarks/bench_training.py [--configs small base] [--steps 5]
 
-Every row is one train step of a BERT masked-LM (loss over every position, the
+Every row is the median of `--steps` train steps of a BERT masked-LM (loss over every position, the
 MLM head tied to the token embedding) measured in its own process: tokens/s
 and peak RSS growth. The machine's matrix-multiply peak (float32 and bfloat16;
 on TensorFlow the faster of oneDNN and XLA) is measured first; MFU = model
@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -101,12 +102,19 @@ def measure_training(library, name, jit_compile, policy, steps, batch):
         inputs.append(np.tile(np.arange(SEQUENCE_LENGTH, dtype="int32"), (batch, 1)))
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model.train_on_batch(inputs, ids)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(inputs, ids)
-    seconds = (time.perf_counter() - start) / steps
+    seconds = median_seconds(lambda: model.train_on_batch(inputs, ids), steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
     return batch * SEQUENCE_LENGTH / seconds, peak
+
+
+def median_seconds(step, steps):
+    """Median wall time of `steps` calls: robust to a slow call on a shared machine."""
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def measure_forward(name, policy, steps, batch):
@@ -121,10 +129,7 @@ def measure_forward(name, policy, steps, batch):
     ids = np.random.default_rng(0).integers(1, config["vocab_size"], size=(batch, SEQUENCE_LENGTH))
     inputs = [ids.astype("int32"), np.zeros_like(ids, dtype="int32")]
     model.predict_on_batch(inputs)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.predict_on_batch(inputs)
-    return (time.perf_counter() - start) / steps
+    return median_seconds(lambda: model.predict_on_batch(inputs), steps)
 
 
 def measure_peak(dtype, size, repeats=10):
@@ -269,7 +274,7 @@ def parse_batch(values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=["small", "base"], choices=sorted(CONFIGS))
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=7, help="timed steps per row (median)")
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
     parser.add_argument("--batch", nargs="*", default=[], help="NAME=SIZE, e.g. base=64")
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
