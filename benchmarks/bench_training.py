@@ -1,10 +1,10 @@
 """Training throughput of bert4x vs KerasHub, XLA on/off, float32 vs mixed_bfloat16, and MFU.
 
-    python benchmarks/bench_training.py [--configs small base] [--steps 5]
+    python benchmarks/bench_training.py [--configs small base] [--steps 7]
 
-Every row is the median of `--steps` train steps of a BERT masked-LM (loss over every position, the
-MLM head tied to the token embedding) measured in its own process: tokens/s
-and peak RSS growth. The machine's matrix-multiply peak (float32 and bfloat16;
+Every row is the median of `--steps` train steps of a BERT masked-LM (loss over
+every position, the MLM head tied to the token embedding), measured in its own
+process: tokens/s and peak RSS growth. The machine's matrix-multiply peak (float32 and bfloat16;
 on TensorFlow the faster of oneDNN and XLA) is measured first; MFU = model
 FLOPs/s / the peak of the row's compute dtype, with forward FLOPs
 2·(matmul parameters)·tokens + 4·L·n²·D per sequence, training = 3x forward.
