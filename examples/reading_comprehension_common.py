@@ -21,6 +21,8 @@ from task_common import (
     read_json_list,
 )
 
+from bert4x.snippets import DataGenerator
+
 SAMPLE = os.path.join(DATASETS, "webqa_sample.json")
 DEMO_SIZES = dict(train=3000, valid=300, epochs=8, batch_size=32, learning_rate=1e-3,
                   maxlen=64, max_q_len=16, max_a_len=8)  # fmt: skip
@@ -55,6 +57,23 @@ def training_answer(passage, answer, max_chars):
         if alternative and alternative in passage[:max_chars]:
             return alternative
     return ""
+
+
+class QuestionBatches(DataGenerator):
+    """Base of the scripts' batches: one random passage per question per epoch."""
+
+    def __init__(self, data, encoder, **kwargs):
+        super().__init__(data, **kwargs)
+        self.encoder = encoder
+
+    def examples(self, random=False):
+        """(is_end, question, passage, answer): the cleaned passage and the first answer
+        alternative that fits in it (see `training_answer`)."""
+        for is_end, record in self.sample(random):
+            item = np.random.choice(record["passages"])
+            passage = clean_passage(item["passage"])
+            answer = training_answer(passage, item["answer"], self.encoder.max_p_len - 2)
+            yield is_end, record["question"], passage, answer
 
 
 def next_tokens(prefix, sequence):

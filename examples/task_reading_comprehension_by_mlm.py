@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 from reading_comprehension_common import (
+    QuestionBatches,
     clean_passage,
     gold_answers,
     mean_or_zero,
@@ -22,7 +23,6 @@ from reading_comprehension_common import (
     prepare_run,
     score_answers,
     train_and_evaluate,
-    training_answer,
     vote,
 )
 from task_common import (
@@ -32,7 +32,7 @@ from task_common import (
 
 from bert4x.models import build_transformer_model
 from bert4x.optimizers import Adam
-from bert4x.snippets import DataGenerator, sequence_padding
+from bert4x.snippets import sequence_padding
 from bert4x.tokenizers import Tokenizer
 
 MAX_P_LEN, MAX_Q_LEN, MAX_A_LEN = 256, 64, 32
@@ -74,20 +74,13 @@ class Encoder:
         return ids + [0] * (self.max_a_len - len(ids))
 
 
-class Batches(DataGenerator):
+class Batches(QuestionBatches):
     """One random passage per question per epoch; its first fitting alternative is the target."""
-
-    def __init__(self, data, encoder, **kwargs):
-        super().__init__(data, **kwargs)
-        self.encoder = encoder
 
     def __iter__(self, random=False):
         token_ids, targets = [], []
-        for is_end, record in self.sample(random):
-            item = np.random.choice(record["passages"])
-            passage = clean_passage(item["passage"])
-            answer = training_answer(passage, item["answer"], self.encoder.max_p_len - 2)
-            token_ids.append(self.encoder.inputs(record["question"], passage)[0])
+        for is_end, question, passage, answer in self.examples(random):
+            token_ids.append(self.encoder.inputs(question, passage)[0])
             targets.append(self.encoder.target(answer))
             if len(token_ids) == self.batch_size or is_end:
                 token_ids = sequence_padding(token_ids, length=self.encoder.length)

@@ -18,13 +18,13 @@ import keras
 import numpy as np
 from keras import ops
 from reading_comprehension_common import (
+    QuestionBatches,
     clean_passage,
     gold_answers,
     next_tokens,
     prepare_run,
     score_answers,
     train_and_evaluate,
-    training_answer,
 )
 from task_common import (
     common_parser,
@@ -34,7 +34,7 @@ from task_common import (
 from bert4x.decoding import AutoRegressiveDecoder
 from bert4x.models import build_transformer_model
 from bert4x.optimizers import Adam
-from bert4x.snippets import DataGenerator, sequence_padding
+from bert4x.snippets import sequence_padding
 from bert4x.tokenizers import Tokenizer
 
 MAX_P_LEN, MAX_Q_LEN, MAX_A_LEN = 256, 64, 32
@@ -64,20 +64,13 @@ class Encoder:
         return source + target, [0] * len(source) + [1] * len(target)
 
 
-class Batches(DataGenerator):
+class Batches(QuestionBatches):
     """One random passage per question per epoch; its first fitting alternative is the answer."""
-
-    def __init__(self, data, encoder, **kwargs):
-        super().__init__(data, **kwargs)
-        self.encoder = encoder
 
     def __iter__(self, random=False):
         token_ids, segment_ids = [], []
-        for is_end, record in self.sample(random):
-            item = np.random.choice(record["passages"])
-            passage = clean_passage(item["passage"])
-            answer = training_answer(passage, item["answer"], self.encoder.max_p_len - 2)
-            ids, segments = self.encoder.sample(record["question"], passage, answer)
+        for is_end, question, passage, answer in self.examples(random):
+            ids, segments = self.encoder.sample(question, passage, answer)
             token_ids.append(ids)
             segment_ids.append(segments)
             if len(token_ids) == self.batch_size or is_end:
