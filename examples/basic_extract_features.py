@@ -8,10 +8,8 @@ Prints the shape of the last hidden states [1, n, d], the first values of each t
 and --output saves them as .npy.
 """
 
-import argparse
-
 import numpy as np
-from task_common import require_model, smoke_or_given_files
+from task_common import model_parser, require_model, smoke_or_given_files
 
 from bert4x.models import build_transformer_model
 from bert4x.tokenizers import Tokenizer
@@ -21,12 +19,8 @@ SHOW = 4  # values printed per token
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = model_parser(__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--config", help="bert_config.json of the pretrained model")
-    add("--checkpoint", help="original TF checkpoint prefix (bert_model.ckpt)")
-    add("--vocab", help="vocab.txt of the checkpoint")
-    add("--model", default="bert", help="bert, roberta, albert, roformer, ...")
     add("--text", default=TEXT)
     add("--output", help="save the [n, d] features as this .npy file")
     add("--output-dir", default="features_output", help="where --smoke writes its model")

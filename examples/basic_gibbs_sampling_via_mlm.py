@@ -12,12 +12,17 @@ a pretrained Chinese BERT it still gives fluent sentences (and can repeat traini
 Without --checkpoint a random checkpoint is written to --output-dir: the text is noise.
 """
 
-import argparse
 import os
 import random
 
 import keras
-from task_common import DATASETS, TINY_CONFIG, random_model_files, require_config_and_vocab
+from task_common import (
+    DATASETS,
+    TINY_CONFIG,
+    model_parser,
+    random_model_files,
+    require_config_and_vocab,
+)
 
 from bert4x.models import build_transformer_model
 from bert4x.sampling import gibbs_sample
@@ -32,12 +37,8 @@ SMOKE = dict(steps=12, burn_in=2, print_every=5, minlen=6, maxlen=10)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = model_parser(__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--config", help="bert_config.json of the pretrained model")
-    add("--checkpoint", help="original TF checkpoint prefix (bert_model.ckpt)")
-    add("--vocab", help="vocab.txt of the checkpoint")
-    add("--model", default="bert", help="bert, roberta, albert, nezha, ...")
     add("--init", help="start from this sentence instead of [MASK]s (its length is kept)")
     add("--steps", type=int, default=STEPS)
     add("--burn-in", type=int, default=BURN_IN, help="states dropped at the start")

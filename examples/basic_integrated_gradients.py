@@ -11,11 +11,9 @@ without them the head is random). IG over the Embedding-Token output with a zero
 the min-max normalised ‖IG_t‖₂ and max_d |IG_t,d| scores the post displays.
 """
 
-import argparse
-
 import keras
 import numpy as np
-from task_common import TINY_CONFIG, random_model_files, require_model
+from task_common import TINY_CONFIG, model_parser, random_model_files, require_model
 
 from bert4x.attribution import METHODS, integrated_gradients
 from bert4x.models import build_transformer_model
@@ -29,13 +27,9 @@ MAXLEN = 128
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = model_parser(__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--config", help="bert_config.json of the pretrained model")
-    add("--checkpoint", help="original TF checkpoint prefix (bert_model.ckpt)")
-    add("--vocab", help="vocab.txt of the checkpoint")
     add("--weights", help="fine-tuned classifier weights (.weights.h5) for this architecture")
-    add("--model", default="bert", help="bert, roberta, albert, roformer, ...")
     add("--text", default=TEXT)
     add("--num-labels", type=int, default=NUM_LABELS)
     add("--label", type=int, default=None, help="class to explain; default: the predicted one")

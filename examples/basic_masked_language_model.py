@@ -8,10 +8,8 @@ The characters at the --mask positions (0-based, in the tokenized text without [
 replaced by [MASK]; the script prints the top-k tokens and their probabilities for each.
 """
 
-import argparse
-
 import numpy as np
-from task_common import require_model, smoke_or_given_files
+from task_common import model_parser, require_model, smoke_or_given_files
 
 from bert4x.models import build_transformer_model
 from bert4x.tokenizers import Tokenizer
@@ -22,12 +20,8 @@ TOP_K = 5
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = model_parser(__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--config", help="bert_config.json of the pretrained model")
-    add("--checkpoint", help="original TF checkpoint prefix (bert_model.ckpt)")
-    add("--vocab", help="vocab.txt of the checkpoint")
-    add("--model", default="bert", help="bert, roberta, albert, roformer, ...")
     add("--text", default=TEXT)
     add("--mask", type=int, nargs="+", default=list(MASK), help="token positions to mask")
     add("--top-k", type=int, default=TOP_K)

@@ -10,13 +10,19 @@ is fitted on all sentences of the data file, then truncated to --n-components. D
 per line, `text1<TAB>text2<TAB>score`. With a random --smoke model the numbers only show wiring.
 """
 
-import argparse
 import json
 import os
 
 import keras
 import numpy as np
-from task_common import DATASETS, TINY_CONFIG, check_exists, random_model_files, require_model
+from task_common import (
+    DATASETS,
+    TINY_CONFIG,
+    check_exists,
+    model_parser,
+    random_model_files,
+    require_model,
+)
 
 from bert4x.models import build_transformer_model
 from bert4x.snippets import sequence_padding
@@ -32,12 +38,8 @@ POOLINGS = ("first-last-avg", "last-avg")
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = model_parser(__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--config", help="bert_config.json of the pretrained model")
-    add("--checkpoint", help="original TF checkpoint prefix (bert_model.ckpt)")
-    add("--vocab", help="vocab.txt of the checkpoint")
-    add("--model", default="bert", help="bert, roberta, albert, roformer, ...")
     add("--data", default=SAMPLE, help="text1<TAB>text2<TAB>score lines")
     add("--pooling", default="first-last-avg", choices=POOLINGS)
     add("--n-components", type=int, default=N_COMPONENTS, help="k of the truncated whitening")

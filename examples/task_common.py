@@ -44,14 +44,21 @@ class NextTokenLoss(keras.layers.Layer):
         return None
 
 
-def common_parser(description, maxlen, batch_size, epochs, learning_rate):
-    """argparse with the arguments every task script takes."""
+def model_parser(description):
+    """argparse with the pretrained-model arguments: --config, --checkpoint, --vocab, --model."""
     parser = argparse.ArgumentParser(description=description)
     add = parser.add_argument
     add("--config", help="bert_config.json of the pretrained model")
     add("--checkpoint", help="original TF checkpoint prefix (bert_model.ckpt)")
     add("--vocab", help="vocab.txt of the checkpoint")
     add("--model", default="bert", help="bert, roberta, albert, roformer, ...")
+    return parser
+
+
+def common_parser(description, maxlen, batch_size, epochs, learning_rate):
+    """argparse with the arguments every task script takes."""
+    parser = model_parser(description)
+    add = parser.add_argument
     add("--train", help="training data file")
     add("--valid", help="validation data file")
     add("--epochs", type=int, default=epochs)
