@@ -1,4 +1,4 @@
-"""Training throughput of bert4x vs KerasHub, XLA on/off, float32 vs mixed_bfloat16, and MFU.
+"""Training throughput of bert4x vs KerasHub, XLA full/fused/off, float32 vs bf16, and MFU.
 
     python benchmarks/bench_training.py [--configs small base] [--steps 7]
 
@@ -8,10 +8,14 @@ process: tokens/s and peak RSS growth. The machine's matrix-multiply peak (float
 on TensorFlow the faster of oneDNN and XLA) is measured first; MFU = model
 FLOPs/s / the peak of the row's compute dtype, with forward FLOPs
 2·(matmul parameters)·tokens + 4·L·n²·D per sequence, training = 3x forward.
+XLA modes: `full` is `jit_compile=True`; `fused` is `jit_compile=False` after
+`bert4x.xla.fuse_elementwise()` (XLA compiles the elementwise clusters, TensorFlow's
+kernels run the matmuls; TensorFlow only); `off` is `jit_compile=False`.
 `--backend jax` runs every row on JAX (`jit_compile` = `jax.jit`); see gpu_jax.sh.
 """
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -36,6 +40,7 @@ BATCH = {"small": 32, "base": 8}
 # Untimed steps: the first traces and compiles; the second still pays one-time costs on
 # TensorFlow without XLA (base, mixed_bfloat16: 319 tokens/s, then about 720 steadily).
 WARMUP_STEPS = 2
+XLA_MODES = ("full", "fused", "off")
 
 
 def model_flops(config, batch, length):
@@ -85,8 +90,12 @@ def build_kerashub(config):
     return keras.Model([token_ids, segment_ids, positions], head(outputs, mask_positions=positions))
 
 
-def measure_training(library, name, jit_compile, policy, steps, batch):
+def measure_training(library, name, xla, policy, steps, batch):
     """(tokens/s, peak RSS growth MB): median of `steps` train steps after the warm-up."""
+    if xla == "fused":
+        from bert4x.xla import fuse_elementwise
+
+        fuse_elementwise()  # before anything runs on TensorFlow
     import keras
     import numpy as np
 
@@ -96,7 +105,7 @@ def measure_training(library, name, jit_compile, policy, steps, batch):
     model.compile(
         optimizer=keras.optimizers.Adam(1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
+        jit_compile=xla == "full",
     )
     rng = np.random.default_rng(0)
     ids = rng.integers(1, config["vocab_size"], size=(batch, SEQUENCE_LENGTH)).astype("int32")
@@ -218,7 +227,7 @@ def training_table(args, peak):
     for name in args.configs:
         config = {**COMMON, **CONFIGS[name]}
         flops_per_token = 3 * model_flops(config, 1, SEQUENCE_LENGTH) / SEQUENCE_LENGTH
-        for library, xla, policy in itertools.product(args.libraries, (True, False), args.policies):
+        for library, xla, policy in itertools.product(args.libraries, args.xla, args.policies):
             job = dict(kind="train", library=library, config=name, xla=xla, policy=policy)
             result = run({**job, "steps": args.steps, "batch": args.batch[name]}, args.backend)
             results[(name, library, xla, policy)] = result and result["tokens_per_s"]
@@ -235,33 +244,33 @@ def training_table(args, peak):
     return results
 
 
-def best_rate(results, name, library, policy=None):
-    """The highest tokens/s of `library` on config `name` over XLA (and policy, if None)."""
+def best_rate(results, name, library, policy=None, modes=XLA_MODES):
+    """The highest tokens/s of `library` on config `name` over XLA `modes` (and any policy)."""
     values = [
         v
-        for (n, lib, _, pol), v in results.items()
-        if n == name and lib == library and policy in (None, pol) and v
+        for (n, lib, xla, pol), v in results.items()
+        if (n, lib) == (name, library) and policy in (None, pol) and xla in modes and v
     ]
     return max(values) if values else float("nan")
 
 
 def ratio_table(args, results):
+    """The issue's ratios: against KerasHub, XLA (full or fused) against none, bf16 against fp32."""
     print(
-        "\n| config | bert4x best / KerasHub best | bert4x XLA / no XLA (fp32) "
-        "| bf16 / fp32 (XLA) | bf16 best / fp32 best |"
+        "\n| config | bert4x best / KerasHub best | bert4x XLA best / no XLA (fp32) "
+        "| bert4x XLA best / no XLA (bf16) | bf16 best / fp32 best |"
     )
     print("|---|---|---|---|---|")
-    nan = float("nan")
     for name in args.configs:
-        xla = results.get((name, "bert4x", True, "float32")) or nan
-        no_xla = results.get((name, "bert4x", False, "float32")) or nan
-        bf16 = results.get((name, "bert4x", True, "mixed_bfloat16")) or nan
-        hub = best_rate(results, name, "bert4x") / best_rate(results, name, "kerashub")
-        best_bf16 = best_rate(results, name, "bert4x", "mixed_bfloat16")
-        best_fp32 = best_rate(results, name, "bert4x", "float32")
+        rate = functools.partial(best_rate, results, name, "bert4x")
+        xla = [
+            rate(policy=policy, modes=("full", "fused")) / rate(policy=policy, modes=("off",))
+            for policy in ("float32", "mixed_bfloat16")
+        ]
         print(
-            f"| {name} | {hub:.2f} | {xla / no_xla:.2f} | {bf16 / xla:.2f} "
-            f"| {best_bf16 / best_fp32:.2f} |"
+            f"| {name} | {rate() / best_rate(results, name, 'kerashub'):.2f} "
+            f"| {xla[0]:.2f} | {xla[1]:.2f} "
+            f"| {rate(policy='mixed_bfloat16') / rate(policy='float32'):.2f} |"
         )
 
 
@@ -284,6 +293,9 @@ def main():
     parser.add_argument("--batch", nargs="*", default=[], help="NAME=SIZE, e.g. base=64")
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
     parser.add_argument("--libraries", nargs="+", default=["bert4x", "kerashub"])
+    parser.add_argument(
+        "--xla", nargs="+", choices=XLA_MODES, help="XLA modes (default: all; JAX: full off)"
+    )
     parser.add_argument("--policies", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -291,6 +303,10 @@ def main():
         print(json.dumps(worker(json.loads(args.worker))))
         return
     args.batch = parse_batch(args.batch)
+    if not args.xla:
+        args.xla = [mode for mode in XLA_MODES if args.backend == "tensorflow" or mode != "fused"]
+    elif args.backend != "tensorflow" and "fused" in args.xla:
+        raise SystemExit("--xla fused is TensorFlow's auto-clustering; JAX has full and off")
     header(args)
     peak = {
         dtype: run({"kind": "peak", "dtype": dtype, "size": args.peak_size}, args.backend)["flops"]
