@@ -41,6 +41,7 @@ from bert4x.optimizers import (  # noqa: E402
     extend_with_gradient_accumulation,
     extend_with_piecewise_linear_lr,
 )
+from bert4x.xla import fuse_elementwise  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
@@ -103,7 +104,12 @@ def parse_args(argv=None):
     add("--checkpoint-every", type=int, help="updates between original-format checkpoints")
     add("--log-every", type=int, help="updates per logged (mean) loss")
     add("--steps-per-execution", type=int, default=1, help="batches per compiled call (TPU)")
-    add("--jit-compile", choices=("auto", "true", "false"), default="auto")
+    add(
+        "--jit-compile",
+        choices=("auto", "true", "false", "fused"),
+        default="auto",
+        help="fused: XLA for the elementwise work only, oneDNN matmuls (bert4x.xla; CPU)",
+    )
     add("--output-dir", default="pretraining_output")
     add("--seed", type=int, default=0)
     add("--smoke", action="store_true", help="tiny model on the bundled corpus, a few steps")
@@ -339,6 +345,8 @@ def main(argv=None):
             f"keras.distribution.DataParallel (docs/pretraining.md). Received: "
             f"{keras.backend.backend()!r}."
         )
+    if args.jit_compile == "fused":
+        fuse_elementwise()  # before any TF op: TensorFlow reads its XLA flags once
     strategy = make_strategy(args)  # before any other TF op (logical devices, TPU init)
     keras.utils.set_random_seed(args.seed)
     chief = is_chief(strategy)

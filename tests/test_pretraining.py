@@ -213,28 +213,35 @@ def test_command_line_writes_the_records_it_reports(corpus, tmp_path, capsys):
 # ----------------------------------------------------------------------------- smoke runs
 
 
-def _start_pretraining(output_dir, task, strategy, devices=None):
+def _start_pretraining(output_dir, task, strategy, devices=None, fused=False):
+    """pretrain.py --smoke in a subprocess; fused: --jit-compile fused, XLA's HLO dumped."""
     command = [sys.executable, os.path.join(PRETRAINING, "pretrain.py"), "--smoke"]
     command += ["--task", task, "--strategy", strategy, "--output-dir", str(output_dir)]
     if devices:
         command += ["--devices", str(devices)]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if fused:
+        command += ["--jit-compile", "fused"]
+        env["XLA_FLAGS"] = f"--xla_dump_to={output_dir / 'hlo'}"
     with open(output_dir / "stdout.txt", "w") as out, open(output_dir / "stderr.txt", "w") as err:
         return subprocess.Popen(command, stdout=out, stderr=err, env=env)
 
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-    """{(task, strategy): (output dir, window losses, stdout)}; the three runs go in parallel."""
+    """{(task, strategy[, "fused"]): (output dir, window losses, stdout)}, run in parallel."""
     pytest.importorskip("tensorflow")
     started = {}
-    for task, strategy, devices in (
-        ("mlm", "mirrored", 2),
-        ("unilm", "mirrored", 2),
-        ("mlm", "default", None),
+    for task, strategy, devices, fused in (
+        ("mlm", "mirrored", 2, False),
+        ("unilm", "mirrored", 2, False),
+        ("mlm", "default", None, False),
+        ("mlm", "mirrored", 2, True),
     ):
-        directory = tmp_path_factory.mktemp(f"{task}_{strategy}")
-        started[task, strategy] = directory, _start_pretraining(directory, task, strategy, devices)
+        key = (task, strategy, "fused") if fused else (task, strategy)
+        directory = tmp_path_factory.mktemp("_".join(key))
+        process = _start_pretraining(directory, task, strategy, devices, fused)
+        started[key] = directory, process
     runs = {}
     for key, (directory, process) in started.items():
         process.wait(timeout=600)
@@ -313,4 +320,24 @@ def test_smoke_pretraining_is_the_same_on_one_and_two_devices(smoke_runs):
     for name in names:
         np.testing.assert_allclose(
             two.get_tensor(name), one.get_tensor(name), rtol=1e-5, atol=1e-5, err_msg=name
+        )
+
+
+@pytest.mark.slow
+def test_smoke_pretraining_with_fused_xla_matches_and_compiles_elementwise_only(smoke_runs):
+    """--jit-compile fused under MirroredStrategy: XLA compiled clusters, none with a matmul,
+    and training is the same as without it."""
+    import tensorflow as tf
+
+    fused_dir, fused_losses, _ = smoke_runs["mlm", "mirrored", "fused"]
+    plain_dir, plain_losses, _ = smoke_runs["mlm", "mirrored"]
+    modules = [path.read_text() for path in (fused_dir / "hlo").glob("*before_optimizations.txt")]
+    assert len(modules) > 10, "XLA compiled (almost) nothing"
+    assert not any(" dot(" in text for text in modules), "a matmul went to XLA"
+    np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-4)
+    fused = tf.train.load_checkpoint(os.path.join(fused_dir, "bert_model.ckpt"))
+    plain = tf.train.load_checkpoint(os.path.join(plain_dir, "bert_model.ckpt"))
+    for name in sorted(plain.get_variable_to_shape_map()):
+        np.testing.assert_allclose(
+            fused.get_tensor(name), plain.get_tensor(name), rtol=1e-3, atol=1e-4, err_msg=name
         )
