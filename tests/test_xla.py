@@ -60,10 +60,16 @@ def _worker(weights_path, losses_path):
     np.savez(weights_path, **{f"w{i}": w for i, w in enumerate(weights)})
 
 
-def _dumped_hlo(dump_dir):
-    """The text of every HLO module XLA compiled, before its own optimisations."""
+def assert_xla_compiled_elementwise_only(dump_dir):
+    """XLA (its HLO dumped to `dump_dir`) compiled clusters, none of them with a matmul (dot).
+
+    Returns the text of every module, before XLA's own optimisations.
+    """
     paths = glob.glob(os.path.join(dump_dir, "*before_optimizations.txt"))
-    return [open(path).read() for path in paths]
+    modules = [open(path).read() for path in paths]
+    assert len(modules) > 10, "XLA compiled (almost) nothing"
+    assert not any(" dot(" in text for text in modules), "a matmul went to XLA"
+    return modules
 
 
 @pytest.mark.slow
@@ -91,10 +97,8 @@ def test_fused_training_matches_unfused_and_leaves_matmuls_to_tensorflow(tmp_pat
     for i, expected in enumerate(weights):
         np.testing.assert_allclose(fused[f"w{i}"], expected, rtol=1e-4, atol=1e-5)
 
-    modules = _dumped_hlo(dump_dir)
-    assert len(modules) > 10, "XLA compiled (almost) nothing"
+    modules = assert_xla_compiled_elementwise_only(dump_dir)
     assert any("erf" in text for text in modules), "GELU was not compiled by XLA"
-    assert not any(" dot(" in text for text in modules), "a matmul went to XLA"
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow flags")
